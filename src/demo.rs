@@ -1,0 +1,1 @@
+pub async fn run(_once: bool) -> Result<(), String> { Err("todo".into()) }

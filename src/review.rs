@@ -1,0 +1,202 @@
+//! One TokenReview, end to end: decode the body, answer from the cache or
+//! verify, decide audiences, encode the answer, count and log it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{TokenCache, TokenHash, Verdict};
+use crate::clock::Clock;
+use crate::config::UNMATCHED_ISSUER;
+use crate::metrics::Metrics;
+use crate::tokenreview::{
+    ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus,
+};
+use crate::verify::{Identity, Rejection, Verifier, VerifyError};
+
+/// A request that is not a TokenReview we can answer. Mapped to HTTP in
+/// `server` (the only place that knows about status codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no such endpoint: POST a TokenReview to /authenticate")]
+    NotFound,
+}
+
+pub struct Reviewer {
+    pub verifier: Verifier,
+    pub cache: TokenCache,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub request_timeout: Duration,
+}
+
+/// What one review came to, before encoding.
+enum Answer {
+    Authenticated(Arc<Identity>, Vec<String>),
+    Rejected(Rejection),
+    Unchecked(VerifyError),
+}
+
+impl Reviewer {
+    /// Answers a TokenReview request body with the response body.
+    pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let started = Instant::now();
+        let request: TokenReviewRequest = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("body is not a TokenReview: {e}")))?;
+        if request.kind != KIND {
+            return Err(ApiError::BadRequest(format!(
+                "kind is {:?}; expected \"TokenReview\"",
+                request.kind
+            )));
+        }
+        let version = ApiVersion::parse(&request.api_version).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "apiVersion {:?} is not authentication.k8s.io/v1 or authentication.k8s.io/v1beta1",
+                request.api_version
+            ))
+        })?;
+        let spec = request.spec.unwrap_or_default();
+        if spec.token.is_empty() {
+            return Err(ApiError::BadRequest("spec.token is missing or empty".to_owned()));
+        }
+
+        let hash = sha256(spec.token.as_bytes());
+        let now = self.clock.now();
+        let (issuer, verdict, cache_result) = match self.cache.get(&hash, now).await {
+            Some(v) => (verdict_issuer(&v), Ok(v), "hit"),
+            None => {
+                let (issuer, result) = self.verify(&spec.token, &hash, now).await;
+                (issuer, result, "miss")
+            }
+        };
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[cache_result])
+            .inc();
+
+        let answer = match verdict {
+            Ok(Verdict::Authenticated(id)) => match id.audiences_for(&spec.audiences) {
+                Ok(auds) => Answer::Authenticated(id, auds),
+                Err(r) => Answer::Rejected(r),
+            },
+            Ok(Verdict::Rejected { rejection, .. }) => Answer::Rejected(rejection),
+            Err(e) => Answer::Unchecked(e),
+        };
+        let (outcome, reason) = match &answer {
+            Answer::Authenticated(..) => ("authenticated", "ok"),
+            Answer::Rejected(r) => ("rejected", r.reason()),
+            Answer::Unchecked(e) => (e.outcome(), e.reason()),
+        };
+        let status = match &answer {
+            Answer::Authenticated(id, auds) => TokenReviewStatus {
+                authenticated: true,
+                user: Some(&id.user),
+                audiences: auds.clone(),
+                error: None,
+            },
+            Answer::Rejected(_) => TokenReviewStatus::default(),
+            Answer::Unchecked(e) => TokenReviewStatus {
+                error: Some(e.to_string()),
+                ..TokenReviewStatus::default()
+            },
+        };
+        let body = serde_json::to_vec(&TokenReviewResponse {
+            api_version: version.as_str(),
+            kind: KIND,
+            status,
+        })
+        .map_err(|e| ApiError::BadRequest(format!("cannot encode the answer: {e}")))?;
+
+        let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
+        let elapsed = started.elapsed();
+        self.metrics
+            .tokenreviews
+            .with_label_values(&[issuer_label, outcome, reason])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+        let token = fingerprint(&hash);
+        let latency_us = elapsed.as_micros() as u64;
+        let api_version = version.short();
+        match &answer {
+            Answer::Unchecked(e) => tracing::warn!(
+                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
+                latency_us, token = %token, error = %e, "tokenreview"
+            ),
+            _ => tracing::info!(
+                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
+                latency_us, token = %token, "tokenreview"
+            ),
+        }
+        Ok(body)
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        hash: &TokenHash,
+        now: u64,
+    ) -> (Option<Arc<str>>, Result<Verdict, VerifyError>) {
+        let outcome = match tokio::time::timeout(
+            self.request_timeout,
+            self.verifier.verify(token, now),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => return (None, Err(VerifyError::Timeout(self.request_timeout))),
+        };
+        let issuer = outcome.issuer.map(|i| i.name.clone());
+        match outcome.result {
+            Ok(v) => {
+                if v.dropped_system_groups > 0 {
+                    tracing::warn!(
+                        issuer = issuer.as_deref().unwrap_or_default(),
+                        dropped = v.dropped_system_groups,
+                        token = %fingerprint(hash),
+                        "left out groups that would start with system:"
+                    );
+                }
+                let id = Arc::new(v.identity);
+                self.cache.insert_identity(*hash, id.clone(), now).await;
+                (issuer, Ok(Verdict::Authenticated(id)))
+            }
+            Err(VerifyError::Rejected(r)) => {
+                self.cache.insert_rejection(*hash, issuer.clone(), r).await;
+                (
+                    issuer.clone(),
+                    Ok(Verdict::Rejected {
+                        issuer,
+                        rejection: r,
+                    }),
+                )
+            }
+            Err(e) => (issuer, Err(e)),
+        }
+    }
+}
+
+fn verdict_issuer(v: &Verdict) -> Option<Arc<str>> {
+    match v {
+        Verdict::Authenticated(id) => Some(id.issuer.clone()),
+        Verdict::Rejected { issuer, .. } => issuer.clone(),
+    }
+}
+
+pub fn sha256(data: &[u8]) -> TokenHash {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The first 8 hex characters of the token's SHA-256: enough to follow one
+/// token through the logs, useless for replaying it.
+pub fn fingerprint(hash: &TokenHash) -> String {
+    hex::encode(&hash[..4])
+}
