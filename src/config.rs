@@ -204,8 +204,12 @@ pub struct RemoteKeys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteSource {
     /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
-    Discovery { issuer: String },
-    Jwks { url: String },
+    Discovery {
+        issuer: String,
+    },
+    Jwks {
+        url: String,
+    },
 }
 
 /// Every problem found in one config file.
@@ -378,13 +382,13 @@ impl Validator {
         if raw.issuers.is_empty() {
             self.problem("issuers", "at least one issuer is needed");
         }
+        self.distinct_issuers(&raw.issuers);
         let issuers: Vec<Issuer> = raw
             .issuers
             .into_iter()
             .enumerate()
             .filter_map(|(i, r)| self.issuer(i, r))
             .collect();
-        self.distinct_issuers(&issuers);
         Config {
             path: path.to_owned(),
             server,
@@ -532,9 +536,10 @@ impl Validator {
                 format!("{at}.url"),
                 format!("{u:?} must start with https:// (keys are fetched from it)"),
             ),
-            (_, Some(u)) if u.is_empty() => {
-                self.problem(format!("{at}.url"), "must not be empty; leave it out instead")
-            }
+            (_, Some(u)) if u.is_empty() => self.problem(
+                format!("{at}.url"),
+                "must not be empty; leave it out instead",
+            ),
             _ => {}
         }
 
@@ -594,9 +599,12 @@ impl Validator {
         }
 
         let algorithms = self.algorithms(&at, kind, raw.algorithms, &static_keys);
+        let key_problems = self.problems[problems_before..]
+            .iter()
+            .any(|p| p.field.starts_with(&format!("{at}.keys")));
         let has_hmac = static_keys.iter().any(VerifyKey::is_hmac);
         let has_asymmetric = remote_source.is_some() || static_keys.iter().any(|k| !k.is_hmac());
-        for alg in &algorithms {
+        for alg in algorithms.iter().filter(|_| !key_problems) {
             let hmac = is_hmac(*alg);
             if hmac && !has_hmac {
                 self.problem(
@@ -705,7 +713,13 @@ impl Validator {
             }
         }
         let remote = raw.jwks_url.map(|url| RemoteSource::Jwks { url });
-        if keys.is_empty() && remote.is_none() && !self.problems.iter().any(|p| p.field.starts_with(&format!("{at}.keys"))) {
+        if keys.is_empty()
+            && remote.is_none()
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.field.starts_with(&format!("{at}.keys")))
+        {
             self.problem(
                 format!("{at}.keys"),
                 "no key source given: set public_key_files, jwks_url or hmac_secret_file",
@@ -727,8 +741,10 @@ impl Validator {
                 // Dex's local signer; Vault-signed Dex needs ES256 or EdDSA listed.
                 IssuerKind::Oidc => vec![Algorithm::RS256],
                 IssuerKind::Efa => {
-                    let mut algs: Vec<Algorithm> =
-                        static_keys.iter().map(VerifyKey::default_algorithm).collect();
+                    let mut algs: Vec<Algorithm> = static_keys
+                        .iter()
+                        .map(VerifyKey::default_algorithm)
+                        .collect();
                     if static_keys.is_empty() {
                         algs.push(Algorithm::RS256);
                     }
@@ -837,25 +853,29 @@ impl Validator {
         (paths, prefix)
     }
 
-    fn distinct_issuers(&mut self, issuers: &[Issuer]) {
-        let mut seen: HashSet<Option<&str>> = HashSet::new();
-        let mut names: HashSet<&str> = HashSet::new();
-        for iss in issuers {
-            if !names.insert(&iss.name) {
-                self.problem(
-                    format!("issuers ({})", iss.name),
-                    "two issuers have this name; names must be unique",
-                );
+    /// Every token must route to exactly one issuer; checked on the raw
+    /// entries so clashes show up beside the issuers' other problems.
+    fn distinct_issuers(&mut self, issuers: &[raw::Issuer]) {
+        let mut names = HashSet::new();
+        let mut matches: HashSet<Option<&str>> = HashSet::new();
+        for (i, iss) in issuers.iter().enumerate() {
+            let at = format!("issuers[{i}] ({})", iss.name.trim());
+            if !names.insert(iss.name.trim()) {
+                self.problem(&at, "another issuer has this name; names must be unique");
             }
-            if !seen.insert(iss.url.as_deref()) {
-                let what = match &iss.url {
+            let url = iss.url.as_deref().map(str::trim);
+            if url.is_none() && iss.kind != "efa" {
+                continue;
+            }
+            if !matches.insert(url) {
+                let what = match url {
                     Some(u) => format!("two issuers match tokens with iss {u:?}"),
                     None => "two efa issuers have no url, so both would match tokens without iss"
                         .to_owned(),
                 };
                 self.problem(
-                    format!("issuers ({})", iss.name),
-                    format!("{what}; every token must have exactly one issuer"),
+                    at,
+                    format!("{what}; every token must route to exactly one issuer"),
                 );
             }
         }

@@ -65,14 +65,18 @@ issuers:
     println!("\n== kube-authn-webhook demo ==");
     println!("dev OIDC issuer (Dex-like): {}", issuer.url());
     println!("webhook (TLS):              {url}");
-    println!("telemetry:                  http://{}/metrics", running.telemetry_addr);
+    println!(
+        "telemetry:                  http://{}/metrics",
+        running.telemetry_addr
+    );
     println!("config:                     {}\n", config_path.display());
 
     let token = mint(&issuer);
     let request = review_request(&token);
     let client = reqwest::Client::builder()
         .tls_certs_only(
-            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).map_err(|e| e.to_string())?,
+            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes())
+                .map_err(|e| e.to_string())?,
         )
         .build()
         .map_err(|e| e.to_string())?;
@@ -88,14 +92,22 @@ issuers:
         .map_err(|e| format!("the webhook's answer is not JSON: {e}"))?;
 
     let mut shown = request.clone();
-    shown["spec"]["token"] = json!(format!("{}... ({} bytes)", &token[..24.min(token.len())], token.len()));
+    shown["spec"]["token"] = json!(format!(
+        "{}... ({} bytes)",
+        &token[..24.min(token.len())],
+        token.len()
+    ));
     println!("POST {url}");
     println!("{}\n", pretty(&shown));
     println!("HTTP {status}");
     println!("{}\n", pretty(&body));
 
     let authenticated = body["status"]["authenticated"] == json!(true);
-    let fresh = write(dir.path(), "review.json", &review_request(&mint(&issuer)).to_string())?;
+    let fresh = write(
+        dir.path(),
+        "review.json",
+        &review_request(&mint(&issuer)).to_string(),
+    )?;
     let ca_file = dir.path().join("ca.crt");
     println!("Try it yourself with a fresh token (valid 24h):");
     println!(
@@ -103,8 +115,14 @@ issuers:
         ca_file.display(),
         fresh.display()
     );
-    println!("Metrics: curl -s http://{}/metrics | grep authn_webhook_", running.telemetry_addr);
-    println!("Ready:   curl -s http://{}/readyz\n", running.telemetry_addr);
+    println!(
+        "Metrics: curl -s http://{}/metrics | grep authn_webhook_",
+        running.telemetry_addr
+    );
+    println!(
+        "Ready:   curl -s http://{}/readyz\n",
+        running.telemetry_addr
+    );
 
     if !authenticated {
         running.shutdown().await;

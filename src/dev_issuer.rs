@@ -34,14 +34,21 @@ impl DevKey {
     pub fn generate(alg: Algorithm) -> Result<DevKey, String> {
         let e = |e: rcgen::Error| format!("key generation failed: {e}");
         let kp = match alg {
-            Algorithm::RS256 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(e)?,
+            Algorithm::RS256 => {
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(e)?
+            }
             Algorithm::ES256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(e)?,
             Algorithm::EdDSA => KeyPair::generate_for(&PKCS_ED25519).map_err(e)?,
-            other => return Err(format!("the dev issuer signs RS256, ES256 or EdDSA, not {other:?}")),
+            other => {
+                return Err(format!(
+                    "the dev issuer signs RS256, ES256 or EdDSA, not {other:?}"
+                ));
+            }
         };
         let pkcs8_der = kp.serialize_der();
         let raw = kp.public_key_raw();
-        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let b64 =
+            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
         let kid = random_hex(20);
         let (encoding, jwk) = match alg {
             Algorithm::RS256 => {
@@ -89,7 +96,8 @@ impl DevKey {
     pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
         // Signing with a key we generated over claims we built cannot fail
         // unless the header names another key family; then the test is wrong.
-        jsonwebtoken::encode(header, claims, &self.encoding).unwrap_or_else(|e| format!("signing-failed:{e}"))
+        jsonwebtoken::encode(header, claims, &self.encoding)
+            .unwrap_or_else(|e| format!("signing-failed:{e}"))
     }
 
     /// A self-signed X.509 certificate for this key, like the "JWT certificate"
@@ -102,10 +110,15 @@ impl DevKey {
         };
         let kp = KeyPair::from_pkcs8_der_and_sign_algo(&self.pkcs8_der.as_slice().into(), alg)
             .map_err(|e| e.to_string())?;
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Extreme Networks");
-        params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Extreme Networks");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
         Ok(params.self_signed(&kp).map_err(|e| e.to_string())?.pem())
     }
 }
@@ -160,14 +173,27 @@ pub struct DevIssuer {
 impl DevIssuer {
     /// Starts on a free loopback port with one key of `alg`.
     pub async fn start(ca: &Ca, alg: Algorithm) -> Result<DevIssuer, String> {
-        Self::start_on(ca, SocketAddr::from(([127, 0, 0, 1], 0)), vec![DevKey::generate(alg)?]).await
+        Self::start_on(
+            ca,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            vec![DevKey::generate(alg)?],
+        )
+        .await
     }
 
     /// Starts on `addr` publishing `keys` (the last one signs); used to bring
     /// an issuer back on the port it had.
-    pub async fn start_on(ca: &Ca, addr: SocketAddr, keys: Vec<DevKey>) -> Result<DevIssuer, String> {
-        let signing = keys.last().cloned().ok_or("dev issuer: no key to sign with")?;
-        let listener = TcpListener::bind(addr).map_err(|e| format!("dev issuer: cannot bind {addr}: {e}"))?;
+    pub async fn start_on(
+        ca: &Ca,
+        addr: SocketAddr,
+        keys: Vec<DevKey>,
+    ) -> Result<DevIssuer, String> {
+        let signing = keys
+            .last()
+            .cloned()
+            .ok_or("dev issuer: no key to sign with")?;
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("dev issuer: cannot bind {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let tls = ca
             .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 30)
@@ -186,7 +212,10 @@ impl DevIssuer {
         let server = actix_web::HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(data.clone())
-                .route("/dex/.well-known/openid-configuration", web::get().to(discovery))
+                .route(
+                    "/dex/.well-known/openid-configuration",
+                    web::get().to(discovery),
+                )
                 .route("/dex/keys", web::get().to(jwks))
         })
         .workers(1)
@@ -211,11 +240,19 @@ impl DevIssuer {
     }
 
     pub fn current_key(&self) -> DevKey {
-        self.state.signing.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .signing
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn keys(&self) -> Vec<DevKey> {
-        self.state.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.state
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Signs `claims` with the current key.
@@ -228,8 +265,16 @@ impl DevIssuer {
     pub fn rotate(&self, alg: Algorithm) -> Result<String, String> {
         let key = DevKey::generate(alg)?;
         let kid = key.kid.clone();
-        self.state.keys.write().unwrap_or_else(|e| e.into_inner()).push(key.clone());
-        *self.state.signing.write().unwrap_or_else(|e| e.into_inner()) = key;
+        self.state
+            .keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key.clone());
+        *self
+            .state
+            .signing
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = key;
         Ok(kid)
     }
 
@@ -240,12 +285,20 @@ impl DevIssuer {
     }
 
     pub fn set_behaviour(&self, b: Behaviour) {
-        *self.state.behaviour.write().unwrap_or_else(|e| e.into_inner()) = b;
+        *self
+            .state
+            .behaviour
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = b;
     }
 
     /// `Cache-Control: max-age` on the JWKS answer.
     pub fn set_max_age(&self, seconds: Option<u64>) {
-        *self.state.max_age.write().unwrap_or_else(|e| e.into_inner()) = seconds;
+        *self
+            .state
+            .max_age
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = seconds;
     }
 
     pub fn discovery_fetches(&self) -> usize {
@@ -273,7 +326,8 @@ fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerC
     let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
     rustls::ServerConfig::builder_with_provider(crate::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -284,11 +338,24 @@ fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerC
 
 /// Applies the failure behaviours; `None` means answer normally.
 async fn misbehave(state: &State) -> Option<HttpResponse> {
-    let b = state.behaviour.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let b = state
+        .behaviour
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     match b {
-        Behaviour::Normal | Behaviour::EmptyKeys | Behaviour::WrongIssuer | Behaviour::Oversized(_) => None,
-        Behaviour::Unavailable => Some(HttpResponse::ServiceUnavailable().body("issuer unavailable")),
-        Behaviour::Garbage => Some(HttpResponse::Ok().content_type("application/json").body("{\"keys\": [tru")),
+        Behaviour::Normal
+        | Behaviour::EmptyKeys
+        | Behaviour::WrongIssuer
+        | Behaviour::Oversized(_) => None,
+        Behaviour::Unavailable => {
+            Some(HttpResponse::ServiceUnavailable().body("issuer unavailable"))
+        }
+        Behaviour::Garbage => Some(
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body("{\"keys\": [tru"),
+        ),
         Behaviour::Html => Some(
             HttpResponse::Ok()
                 .content_type("text/html")
@@ -306,9 +373,14 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
     if let Some(r) = misbehave(&state).await {
         return r;
     }
-    let wrong = *state.behaviour.read().unwrap_or_else(|e| e.into_inner()) == Behaviour::WrongIssuer;
+    let wrong =
+        *state.behaviour.read().unwrap_or_else(|e| e.into_inner()) == Behaviour::WrongIssuer;
     let url = &state.url;
-    let issuer = if wrong { format!("{url}-impostor") } else { url.clone() };
+    let issuer = if wrong {
+        format!("{url}-impostor")
+    } else {
+        url.clone()
+    };
     HttpResponse::Ok().json(json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{url}/auth"),
@@ -328,7 +400,11 @@ async fn jwks(state: web::Data<State>) -> HttpResponse {
     if let Some(r) = misbehave(&state).await {
         return r;
     }
-    let behaviour = state.behaviour.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let behaviour = state
+        .behaviour
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let body = match behaviour {
         Behaviour::EmptyKeys => json!({"keys": []}).to_string(),
         Behaviour::Oversized(n) => format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(n)),
@@ -353,7 +429,13 @@ async fn jwks(state: web::Data<State>) -> HttpResponse {
 
 /// Claims of a Dex id_token as Platform9 PCD-K issues them (Keystone connector,
 /// scopes openid email groups profile), valid for 24 hours from `now`.
-pub fn dex_claims(issuer: &str, now: u64, email: Option<&str>, name: &str, groups: &[&str]) -> Value {
+pub fn dex_claims(
+    issuer: &str,
+    now: u64,
+    email: Option<&str>,
+    name: &str,
+    groups: &[&str],
+) -> Value {
     let mut c = json!({
         "iss": issuer,
         // base64url(protobuf{1: user_id, 2: connector_id}), as Dex encodes sub.

@@ -203,7 +203,10 @@ impl RemoteKeys {
                     .jwks_fetches
                     .with_label_values(&[issuer, "success"])
                     .inc();
-                self.metrics.jwks_last_success.with_label_values(&[issuer]).set(now as f64);
+                self.metrics
+                    .jwks_last_success
+                    .with_label_values(&[issuer])
+                    .set(now as f64);
                 tracing::info!(issuer, keys = count, "fetched issuer keys");
                 Ok(fetched
                     .max_age
@@ -378,7 +381,11 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
     value.split(',').find_map(|d| {
         let (k, v) = d.trim().split_once('=')?;
         if k.trim().eq_ignore_ascii_case("max-age") {
-            v.trim().trim_matches('"').parse().ok().map(Duration::from_secs)
+            v.trim()
+                .trim_matches('"')
+                .parse()
+                .ok()
+                .map(Duration::from_secs)
         } else {
             None
         }

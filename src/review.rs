@@ -60,7 +60,9 @@ impl Reviewer {
         })?;
         let spec = request.spec.unwrap_or_default();
         if spec.token.is_empty() {
-            return Err(ApiError::BadRequest("spec.token is missing or empty".to_owned()));
+            return Err(ApiError::BadRequest(
+                "spec.token is missing or empty".to_owned(),
+            ));
         }
 
         let hash = sha256(spec.token.as_bytes());

@@ -38,9 +38,7 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
         return Err(Rejection::TokenTooLarge);
     }
     let (signing_input, signature) = token.rsplit_once('.').ok_or(Rejection::Malformed)?;
-    let (header_b64, payload_b64) = signing_input
-        .split_once('.')
-        .ok_or(Rejection::Malformed)?;
+    let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(Rejection::Malformed)?;
     // A JWE has five parts; a JWS exactly three, none empty but possibly the
     // signature (alg none), which we refuse anyway.
     if payload_b64.contains('.') || header_b64.is_empty() || payload_b64.is_empty() {
@@ -76,12 +74,19 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
 
 /// A NumericDate claim: absent is `Ok(None)`; present but not a number is an
 /// error (treating it as absent would skip the check: CVE-2026-25537).
-pub fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, Rejection> {
+pub fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
             .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.floor() as i64))
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.is_finite())
+                    .map(|f| f.floor() as i64)
+            })
             .map(Some)
             .ok_or(Rejection::InvalidClaim(name)),
         Some(_) => Err(Rejection::InvalidClaim(name)),
@@ -95,7 +100,11 @@ pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> 
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or(Rejection::InvalidClaim("aud")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or(Rejection::InvalidClaim("aud"))
+            })
             .collect(),
         Some(_) => Err(Rejection::InvalidClaim("aud")),
     }

@@ -190,14 +190,22 @@ pub fn from_pem(pem: &[u8]) -> Result<Vec<VerifyKey>, String> {
             }
             "RSA PUBLIC KEY" => {
                 rsa_size_ok(&block.contents)?;
-                VerifyKey::new(None, KeyKind::Rsa, DecodingKey::from_rsa_der(&block.contents))
+                VerifyKey::new(
+                    None,
+                    KeyKind::Rsa,
+                    DecodingKey::from_rsa_der(&block.contents),
+                )
             }
             label if label.contains("PRIVATE") => {
                 return Err(format!(
                     "holds a {label}: give the public key or certificate only, never the private key"
                 ));
             }
-            other => return Err(format!("a PEM block labelled {other:?} is not a public key or certificate")),
+            other => {
+                return Err(format!(
+                    "a PEM block labelled {other:?} is not a public key or certificate"
+                ));
+            }
         };
         keys.push(key);
     }
@@ -217,7 +225,9 @@ fn rsa_size_ok(pkcs1: &[u8]) -> Result<(), String> {
         .count()
         * 8;
     if bits < MIN_RSA_BITS {
-        return Err(format!("RSA key of {bits} bits is too small (at least {MIN_RSA_BITS})"));
+        return Err(format!(
+            "RSA key of {bits} bits is too small (at least {MIN_RSA_BITS})"
+        ));
     }
     Ok(())
 }
@@ -227,10 +237,18 @@ fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<VerifyKey, String> {
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_PKCS1_RSAENCRYPTION {
         rsa_size_ok(bits)?;
-        return Ok(VerifyKey::new(None, KeyKind::Rsa, DecodingKey::from_rsa_der(bits)));
+        return Ok(VerifyKey::new(
+            None,
+            KeyKind::Rsa,
+            DecodingKey::from_rsa_der(bits),
+        ));
     }
     if *oid == OID_SIG_ED25519 {
-        return Ok(VerifyKey::new(None, KeyKind::Ed25519, DecodingKey::from_ed_der(bits)));
+        return Ok(VerifyKey::new(
+            None,
+            KeyKind::Ed25519,
+            DecodingKey::from_ed_der(bits),
+        ));
     }
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki
@@ -259,7 +277,11 @@ pub fn hmac_secret(bytes: &[u8]) -> Result<VerifyKey, String> {
             secret.len()
         ));
     }
-    Ok(VerifyKey::new(None, KeyKind::Hmac, DecodingKey::from_secret(secret)))
+    Ok(VerifyKey::new(
+        None,
+        KeyKind::Hmac,
+        DecodingKey::from_secret(secret),
+    ))
 }
 
 /// Usable signature keys of a JWKS document, and why others were skipped.
@@ -309,9 +331,10 @@ fn from_jwk(value: serde_json::Value) -> Result<Option<VerifyKey>, String> {
             let key = DecodingKey::from_ec_components(&p.x, &p.y).map_err(|e| e.to_string())?;
             (kind, key)
         }
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            (KeyKind::Ed25519, DecodingKey::from_ed_components(&p.x).map_err(|e| e.to_string())?)
-        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => (
+            KeyKind::Ed25519,
+            DecodingKey::from_ed_components(&p.x).map_err(|e| e.to_string())?,
+        ),
         // A symmetric key in a public key set would turn every reader of the
         // set into a token minter.
         AlgorithmParameters::OctetKey(_) => {
@@ -321,7 +344,9 @@ fn from_jwk(value: serde_json::Value) -> Result<Option<VerifyKey>, String> {
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
-        Some(ka) => Some(jwk_alg(ka).ok_or_else(|| format!("alg {ka:?} is not a signature algorithm"))?),
+        Some(ka) => {
+            Some(jwk_alg(ka).ok_or_else(|| format!("alg {ka:?} is not a signature algorithm"))?)
+        }
     };
     if let Some(a) = alg
         && !kind.accepts(a)

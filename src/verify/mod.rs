@@ -91,7 +91,10 @@ pub enum VerifyError {
     Rejected(#[from] Rejection),
     /// The apiserver logs this and does not cache it.
     #[error("issuer {issuer}: signing keys unavailable: {source}")]
-    KeysUnavailable { issuer: Arc<str>, source: FetchError },
+    KeysUnavailable {
+        issuer: Arc<str>,
+        source: FetchError,
+    },
     #[error("review did not finish within {0:?}")]
     Timeout(Duration),
 }
@@ -175,7 +178,11 @@ impl IssuerVerifier {
         c
     }
 
-    async fn verify(&self, jwt: &jwt::UnverifiedJwt<'_>, now: u64) -> Result<Verified, VerifyError> {
+    async fn verify(
+        &self,
+        jwt: &jwt::UnverifiedJwt<'_>,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
         if !self.algorithms.contains(&jwt.alg) {
             return Err(Rejection::UnsupportedAlgorithm.into());
         }

@@ -1,0 +1,145 @@
+//! The binary itself: `check-config` and `demo --once`.
+
+use std::process::Command;
+
+use crate::support::write;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        r#"
+server:
+  tls: {cert_file: tls.crt, key_file: tls.key}
+issuers:
+  - name: dex
+    kind: oidc
+    url: https://dex.example.com/dex
+    algorithms: [RS256, HS256]
+  - name: dex-again
+    kind: oidc
+    url: https://dex.example.com/dex
+    audiences: [kubernetes]
+    claims:
+      username: {claim: email, prefix: "system:"}
+  - name: efa
+    kind: efa
+    keys: {public_key_files: [missing.pem]}
+"#,
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "issuers[0] (dex).audiences",
+        "HS256 is refused for oidc",
+        "issuers[1] (dex-again).claims.username.prefix",
+        "issuers[2] (efa).keys.public_key_files[0]",
+        "missing.pem",
+        "two issuers match tokens with iss",
+    ] {
+        assert!(
+            err.contains(expected),
+            "stderr should contain {expected:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_unknown_fields_and_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        "server:\n  tls: {cert_file: a, key_file: b}\n  colour: blue\nissuers: []\n",
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+
+    let out = bin()
+        .args(["check-config", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml"));
+}
+
+#[test]
+fn check_config_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        r#"
+server:
+  listen: 0.0.0.0:8443
+  tls: {cert_file: tls.crt, key_file: tls.key}
+issuers:
+  - name: pcd-dex
+    kind: oidc
+    url: https://pcd.example.com/dex
+    audiences: [kubernetes]
+  - name: efa
+    kind: efa
+    keys: {hmac_secret_file: secret}
+    algorithms: [HS256]
+"#,
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_exits_with_a_clear_message_on_bad_config() {
+    let out = bin()
+        .args(["serve", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn demo_once_shows_an_authenticated_round_trip() {
+    let out = bin().args(["demo", "--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"authenticated\": true"), "{stdout}");
+    assert!(stdout.contains("curl --cacert"), "{stdout}");
+}

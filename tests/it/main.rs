@@ -1,0 +1,10 @@
+//! Integration tests: the real server over real TLS on 127.0.0.1, a real
+//! HTTPS client, and a loopback issuer with keys the tests generate. One test
+//! binary, so the suite links once.
+
+mod cli;
+mod dex;
+mod efa;
+mod http;
+mod keys;
+mod support;

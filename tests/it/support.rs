@@ -1,0 +1,245 @@
+//! The test harness: a private CA, the real server started in-process over
+//! TLS on 127.0.0.1, a loopback Dex-like issuer, and a real HTTPS client.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use kube_authn_webhook::certs::Ca;
+use kube_authn_webhook::clock::{Clock, unix_now};
+use kube_authn_webhook::config::Config;
+use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
+use kube_authn_webhook::server::{self, Running};
+use serde_json::{Value, json};
+
+pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
+
+pub struct Options {
+    /// Require client certificates signed by the test CA.
+    pub mtls: bool,
+    pub cache: &'static str,
+    pub clock: Clock,
+    pub max_body_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            mtls: false,
+            cache: "{max_entries: 1000, max_ttl: 5m, negative_ttl: 10s}",
+            clock: Clock::System,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+pub struct Harness {
+    /// Holds the config and certificates for the server's lifetime.
+    _dir: tempfile::TempDir,
+    pub ca: Ca,
+    pub running: Running,
+    /// A client that trusts the test CA (and presents a client cert with mTLS).
+    pub client: reqwest::Client,
+}
+
+pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write test file");
+    p
+}
+
+/// Issuer YAML for a Dex-like dev issuer, as PCD-K configures it.
+pub fn dex_issuer_yaml(name: &str, issuer_url: &str) -> String {
+    format!(
+        r#"
+  - name: {name}
+    kind: oidc
+    url: {issuer_url}
+    certificate_authority_file: ca.crt
+    audiences: [kubernetes]
+    algorithms: [RS256, ES256, EdDSA]
+    jwks_min_refetch_interval: 1s
+    claims:
+      username: {{claims: [email, name]}}
+      groups: {{claim: groups}}
+      uid: {{claim: sub}}
+      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
+"#
+    )
+}
+
+pub fn new_ca() -> Ca {
+    Ca::new("test CA", 2).expect("test CA")
+}
+
+impl Harness {
+    /// Writes a config with `issuers_yaml` (a YAML list body) and starts the
+    /// server from it, exactly as `serve` would.
+    pub async fn start(ca: Ca, issuers_yaml: &str, opts: Options) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, ca, issuers_yaml, opts).await
+    }
+
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        ca: Ca,
+        issuers_yaml: &str,
+        opts: Options,
+    ) -> Harness {
+        let tls = ca
+            .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
+            .expect("server cert");
+        write(dir.path(), "ca.crt", &ca.cert_pem);
+        write(dir.path(), "tls.crt", &tls.cert_pem);
+        write(dir.path(), "tls.key", &tls.key_pem);
+        let client_ca = if opts.mtls {
+            ", client_ca_file: ca.crt"
+        } else {
+            ""
+        };
+        let text = format!(
+            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
+            opts.max_body_bytes, opts.cache
+        );
+        let path = write(dir.path(), "config.yaml", &text);
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let running = server::start(&config, opts.clock.clone())
+            .await
+            .expect("server starts");
+        let mut builder = reqwest::Client::builder().tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("ca pem"),
+        );
+        if opts.mtls {
+            let id = ca.client("kube-apiserver", 2).expect("client cert");
+            builder = builder.identity(
+                reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
+                    .expect("client identity"),
+            );
+        }
+        Harness {
+            _dir: dir,
+            ca,
+            running,
+            client: builder.build().expect("client"),
+        }
+    }
+
+    /// A server for one dev issuer (RS256), ready to review its tokens.
+    pub async fn with_dex(opts: Options) -> (Harness, DevIssuer) {
+        let ca = new_ca();
+        let issuer = DevIssuer::start(&ca, Algorithm::RS256)
+            .await
+            .expect("dev issuer");
+        let h = Harness::start(ca, &dex_issuer_yaml("dex", issuer.url()), opts).await;
+        assert!(
+            h.running.wait_ready(Duration::from_secs(10)).await,
+            "issuer keys fetched"
+        );
+        (h, issuer)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{}", self.running.addr, path)
+    }
+
+    /// POSTs a body to a path; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request reaches the server");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({"unparsed": String::from_utf8_lossy(&bytes)}));
+        (status, json)
+    }
+
+    /// A TokenReview the way the kube-apiserver sends one (`v1` or `v1beta1`).
+    pub async fn review_as(&self, version: &str, token: &str, audiences: &[&str]) -> Value {
+        let body = json!({
+            "apiVersion": format!("authentication.k8s.io/{version}"),
+            "kind": "TokenReview",
+            "metadata": {"creationTimestamp": null},
+            "spec": {"token": token, "audiences": audiences},
+            "status": {"user": {}}
+        });
+        let (status, answer) = self.post("/authenticate", body.to_string()).await;
+        assert_eq!(status, 200, "a TokenReview always gets 200: {answer}");
+        answer
+    }
+
+    /// A v1 review with the apiserver's usual API audience.
+    pub async fn review(&self, token: &str) -> Value {
+        self.review_as("v1", token, &[API_AUDIENCE]).await
+    }
+
+    pub async fn telemetry(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::get(format!("http://{}{}", self.running.telemetry_addr, path))
+            .await
+            .expect("telemetry answers");
+        let status = resp.status().as_u16();
+        (status, resp.text().await.expect("telemetry body"))
+    }
+
+    /// The sum of every series of `name` whose labels include `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let (_, text) = self.telemetry("/metrics").await;
+        metric_value(&text, name, labels)
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if n != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Dex claims for a typical PCD-K user, valid now.
+pub fn jane(issuer_url: &str) -> Value {
+    dex_claims(
+        issuer_url,
+        unix_now(),
+        Some("jane@example.com"),
+        "jane",
+        &["pcd-default-service-admin", "developers"],
+    )
+}
+
+pub fn assert_rejected(answer: &Value) {
+    assert_eq!(answer["status"]["authenticated"], json!(false), "{answer}");
+    assert!(
+        answer["status"].get("error").is_none(),
+        "a definite rejection carries no status.error (so the apiserver caches it): {answer}"
+    );
+    assert!(answer["status"].get("user").is_none(), "{answer}");
+}
+
+pub fn assert_unchecked(answer: &Value) {
+    assert_eq!(answer["status"]["authenticated"], json!(false), "{answer}");
+    assert!(
+        answer["status"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "a token that could not be checked carries status.error: {answer}"
+    );
+}
