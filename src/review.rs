@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{TokenCache, TokenHash, Verdict};
 use crate::clock::Clock;
-use crate::config::UNMATCHED_ISSUER;
+use crate::config::{Config, UNMATCHED_ISSUER};
 use crate::metrics::Metrics;
 use crate::tokenreview::{
     ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus,
@@ -41,6 +41,26 @@ enum Answer {
 }
 
 impl Reviewer {
+    /// Everything a review needs, built from the config: the issuers' verifiers
+    /// (remote keys not fetched yet: `server::start` runs their refresh loops,
+    /// a benchmark may call `RemoteKeys::refresh` once), the cache and a fresh
+    /// metrics registry. `runtime` is where key fetches run.
+    pub fn from_config(
+        config: &Config,
+        clock: Clock,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Reviewer, String> {
+        let metrics = Arc::new(Metrics::new());
+        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        Ok(Reviewer {
+            verifier,
+            cache: TokenCache::new(&config.cache),
+            metrics,
+            clock,
+            request_timeout: config.server.request_timeout,
+        })
+    }
+
     /// Answers a TokenReview request body with the response body.
     pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();

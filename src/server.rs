@@ -14,13 +14,11 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::cache::TokenCache;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::review::{ApiError, Reviewer};
 use crate::tls::{self, CertResolver};
-use crate::verify::Verifier;
 
 /// The TokenReview paths: the kube-apiserver posts to whatever its kubeconfig
 /// names, so the API-style paths work too. The body decides the version.
@@ -70,25 +68,17 @@ pub struct Running {
 /// background, so an issuer that is down holds up nobody. Must run inside a
 /// multi-thread tokio runtime.
 pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError> {
-    let metrics = Arc::new(Metrics::new());
     let runtime = tokio::runtime::Handle::current();
-    let verifier =
-        Verifier::new(&config.issuers, &metrics, &clock, &runtime).map_err(StartError::Issuer)?;
+    let reviewer = Reviewer::from_config(config, clock, &runtime).map_err(StartError::Issuer)?;
     let server_tls = tls::server_tls(&config.server.tls)?;
     let mut tasks = Vec::new();
-    for issuer in verifier.issuers() {
+    for issuer in reviewer.verifier.issuers() {
         if let Some(remote) = &issuer.remote {
             tasks.push(tokio::spawn(remote.clone().refresh_forever()));
         }
     }
     let state = Arc::new(AppState {
-        reviewer: Reviewer {
-            verifier,
-            cache: TokenCache::new(&config.cache),
-            metrics,
-            clock,
-            request_timeout: config.server.request_timeout,
-        },
+        reviewer,
         max_body_bytes: config.server.max_body_bytes,
         draining: AtomicBool::new(false),
         cert_resolver: server_tls.resolver.clone(),
