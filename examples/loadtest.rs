@@ -1,0 +1,375 @@
+//! Fixtures for `scripts/load.sh` (see BENCHMARKS.md); not part of the service.
+//!
+//! `loadtest setup --dir DIR`: starts a Dex-like issuer on loopback (HTTPS,
+//! one RS256, one ES256 and one EdDSA key), writes certificates, webhook
+//! configs and TokenReview bodies (one JSON body per line, the format of
+//! `oha -Z`) into DIR, prints `ready`, then keeps the issuer up until its
+//! standard input closes. A line `fetches` on standard input is answered with
+//! the number of requests the issuer has served (discovery + JWKS).
+//!
+//! `loadtest sigrate`: jsonwebtoken signature checks per second on one and on
+//! two threads, the floor a review cannot go below.
+
+use std::io::{BufRead, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use kube_authn_webhook::certs::Ca;
+use kube_authn_webhook::clock::unix_now;
+use kube_authn_webhook::dev_issuer::{DevIssuer, DevKey, dex_claims};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Issuer, certificates, configs and request bodies for a load run.
+    Setup {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Distinct RS256 tokens for the miss scenario.
+        #[arg(long, default_value_t = 2000)]
+        rs256: usize,
+        /// Distinct ES256 tokens for the miss scenario.
+        #[arg(long, default_value_t = 2000)]
+        es256: usize,
+        /// Distinct refused tokens (garbage, unknown issuer, expired).
+        #[arg(long, default_value_t = 30000)]
+        refused: usize,
+        /// Distinct RS256 tokens making up 10 % of the mixed scenario's lines.
+        #[arg(long, default_value_t = 20000)]
+        mixed_misses: usize,
+        /// Distinct EdDSA tokens to fill the cache with.
+        #[arg(long, default_value_t = 130000)]
+        fill: usize,
+        /// `server.workers` in the configs (default: number of CPUs).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Signature checks per second, one and two threads.
+    Sigrate {
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    kube_authn_webhook::install_crypto_providers();
+    let result = match Cli::parse().command {
+        Command::Setup {
+            dir,
+            rs256,
+            es256,
+            refused,
+            mixed_misses,
+            fill,
+            workers,
+        } => setup(
+            &dir,
+            Counts {
+                rs256,
+                es256,
+                refused,
+                mixed_misses,
+                fill,
+            },
+            workers,
+        ),
+        Command::Sigrate { secs } => {
+            sigrate(Duration::from_secs_f64(secs));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Counts {
+    rs256: usize,
+    es256: usize,
+    refused: usize,
+    mixed_misses: usize,
+    fill: usize,
+}
+
+fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ca = Ca::new("loadtest CA", 2).map_err(|e| e.to_string())?;
+    let rs = DevKey::generate(Algorithm::RS256)?;
+    let es = DevKey::generate(Algorithm::ES256)?;
+    let ed = DevKey::generate(Algorithm::EdDSA)?;
+    let issuer = rt.block_on(DevIssuer::start_on(
+        &ca,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        vec![es.clone(), ed.clone(), rs.clone()],
+    ))?;
+    let url = issuer.url().to_owned();
+
+    let tls = ca
+        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
+        .map_err(|e| e.to_string())?;
+    let client = ca.client("kube-apiserver", 2).map_err(|e| e.to_string())?;
+    write(dir, "ca.crt", &ca.cert_pem)?;
+    write(dir, "tls.crt", &tls.cert_pem)?;
+    write(dir, "tls.key", &tls.key_pem)?;
+    write(dir, "client.crt", &client.cert_pem)?;
+    write(dir, "client.key", &client.key_pem)?;
+
+    let port = free_port()?;
+    let tport = free_port()?;
+    let cache_on = "{max_entries: 100000, max_ttl: 5m, negative_ttl: 10s}";
+    let cache_off = "{max_entries: 0, max_ttl: 5m, negative_ttl: 10s}";
+    for (name, cache, mtls) in [
+        ("config-cache.yaml", cache_on, false),
+        ("config-nocache.yaml", cache_off, false),
+        ("config-mtls.yaml", cache_on, true),
+    ] {
+        write(
+            dir,
+            name,
+            &config_yaml(port, tport, &url, cache, mtls, workers),
+        )?;
+    }
+
+    let now = unix_now();
+    let user = |i: usize| {
+        let email = format!("user{i}@example.com");
+        dex_claims(
+            &url,
+            now,
+            Some(&email),
+            &format!("user {i}"),
+            &["pcd-default-service-admin", "developers"],
+        )
+    };
+    let hot = body(&rs.sign(&dex_claims(
+        &url,
+        now,
+        Some("jane@example.com"),
+        "jane",
+        &["pcd-default-service-admin", "developers"],
+    )));
+    write(dir, "hit.json", &hot)?;
+    // Index ranges keep every token of the run distinct.
+    let rs_lines = mint(n.rs256, |i| body(&rs.sign(&user(i))));
+    write_lines(dir, "rs256.lines", &rs_lines)?;
+    let es_lines = mint(n.es256, |i| body(&es.sign(&user(1_000_000 + i))));
+    write_lines(dir, "es256.lines", &es_lines)?;
+    let refused = mint(n.refused, |i| body(&refused_token(i, &url, now, &es, &ed)));
+    write_lines(dir, "refused.lines", &refused)?;
+    let misses = mint(n.mixed_misses, |i| body(&rs.sign(&user(2_000_000 + i))));
+    let mut mixed = Vec::with_capacity(misses.len() * 10);
+    for m in misses {
+        mixed.extend(std::iter::repeat_n(hot.clone(), 9));
+        mixed.push(m);
+    }
+    write_lines(dir, "mixed.lines", &mixed)?;
+    let fill = mint(n.fill, |i| body(&ed.sign(&user(3_000_000 + i))));
+    write_lines(dir, "fill.lines", &fill)?;
+    write(
+        dir,
+        "loadtest.env",
+        &format!("PORT={port}\nTPORT={tport}\nISSUER_URL={url}\n"),
+    )?;
+
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim() == "fetches" {
+            println!("{}", issuer.fetches());
+            let _ = std::io::stdout().flush();
+        }
+    }
+    rt.block_on(issuer.stop());
+    Ok(())
+}
+
+/// A third each: not a JWT, a JWT from an issuer nobody configured, and an
+/// expired token of the configured issuer (refused before any key lookup).
+fn refused_token(i: usize, url: &str, now: u64, es: &DevKey, ed: &DevKey) -> String {
+    match i % 3 {
+        0 => {
+            let mut buf = [0u8; 96];
+            let _ = aws_lc_rs::rand::fill(&mut buf);
+            format!("garbage-{i}-{}", hex::encode(buf))
+        }
+        1 => ed.sign(&dex_claims(
+            "https://unknown.example.com/dex",
+            now,
+            Some(&format!("mallory{i}@example.com")),
+            "mallory",
+            &["developers"],
+        )),
+        _ => {
+            let mut c = dex_claims(
+                url,
+                now - 2 * 86_400,
+                Some(&format!("old{i}@example.com")),
+                "old",
+                &["developers"],
+            );
+            c["exp"] = json!(now - 86_400);
+            es.sign(&c)
+        }
+    }
+}
+
+fn config_yaml(
+    port: u16,
+    tport: u16,
+    url: &str,
+    cache: &str,
+    mtls: bool,
+    workers: Option<usize>,
+) -> String {
+    let client_ca = if mtls { ", client_ca_file: ca.crt" } else { "" };
+    let workers = workers.map_or(String::new(), |w| format!("  workers: {w}\n"));
+    format!(
+        r#"# Written by `loadtest setup` for scripts/load.sh.
+server:
+  listen: 127.0.0.1:{port}
+  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}}}
+{workers}telemetry: {{listen: 127.0.0.1:{tport}, log_format: json}}
+cache: {cache}
+issuers:
+  - name: dex
+    kind: oidc
+    url: {url}
+    certificate_authority_file: ca.crt
+    audiences: [kubernetes]
+    algorithms: [RS256, ES256, EdDSA]
+    claims:
+      username: {{claims: [email, name]}}
+      groups: {{claim: groups}}
+      uid: {{claim: sub}}
+      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
+"#
+    )
+}
+
+/// A TokenReview as the kube-apiserver sends it, on one line.
+fn body(token: &str) -> String {
+    json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "metadata": {"creationTimestamp": null},
+        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]},
+        "status": {"user": {}}
+    })
+    .to_string()
+}
+
+/// `f(0..n)` on every CPU (RSA signing is the slow part of a setup).
+fn mint(n: usize, f: impl Fn(usize) -> String + Sync) -> Vec<String> {
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let chunk = n.div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                s.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<_>>())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> Result<(), String> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write(dir, name, &text)
+}
+
+/// Checks per second of one valid token's signature with its issuer's key,
+/// exactly the call `VerifyKey::verify` makes.
+fn sigrate(secs: Duration) {
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let key = match DevKey::generate(alg) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                continue;
+            }
+        };
+        let token = key.sign(&dex_claims(
+            "https://dex.example.com",
+            unix_now(),
+            Some("jane@example.com"),
+            "jane",
+            &["developers"],
+        ));
+        let Some((input, sig)) = token.rsplit_once('.') else {
+            continue;
+        };
+        let jwk: jsonwebtoken::jwk::Jwk = match serde_json::from_value(key.jwk.clone()) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("loadtest: {e}");
+                continue;
+            }
+        };
+        let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
+            continue;
+        };
+        for threads in [1usize, 2] {
+            let total: u64 = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|_| {
+                        s.spawn(|| {
+                            let start = Instant::now();
+                            let mut n = 0u64;
+                            while start.elapsed() < secs {
+                                for _ in 0..64 {
+                                    let ok = jsonwebtoken::crypto::verify(
+                                        sig,
+                                        input.as_bytes(),
+                                        &decoding,
+                                        alg,
+                                    );
+                                    assert!(matches!(ok, Ok(true)), "signature verifies");
+                                }
+                                n += 64;
+                            }
+                            n as f64 / start.elapsed().as_secs_f64()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or(0.0) as u64).sum()
+            });
+            println!("sigrate alg={alg:?} threads={threads} verifies_per_s={total}");
+        }
+    }
+}
