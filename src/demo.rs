@@ -15,7 +15,7 @@ use crate::dev_issuer::{DevIssuer, dex_claims};
 use crate::{logging, server};
 
 pub async fn run(once: bool) -> Result<(), String> {
-    logging::init(LogFormat::Text);
+    let _log = logging::init(LogFormat::Text);
     let dir = tempfile::Builder::new()
         .prefix("kube-authn-webhook-demo-")
         .tempdir()

@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            logging::init(config.telemetry.log_format);
+            let _log = logging::init(config.telemetry.log_format);
             run(async move {
                 let running = server::start(&config, Clock::System).await?;
                 shutdown_signal().await;

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Summaries for scripts/load.sh: one scenario (`one RUN NAME`) or the final
+table (`table RUN NAME...`). Reads oha's JSON, the webhook's /metrics before
+and after, the issuer's fetch counter and /proc numbers the script saved."""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+# Which signature rate a scenario is compared with, and its target.
+SIG = {"hits": "RS256", "rs256": "RS256", "es256": "ES256", "refused": "RS256",
+       "mixed": "RS256", "fill": "EdDSA"}
+TARGET = {"hits": ">= 50,000/s, p99 < 1.5 ms", "rs256": ">= 30,000/s",
+          "es256": ">= 15,000/s", "refused": ">= hits rate, 0 outbound",
+          "mixed": "-", "fill": "RSS < 120 MiB at 100k entries"}
+WHAT = {"hits": "cache hits (1 token)", "rs256": "RS256 misses (cache off)",
+        "es256": "ES256 misses (cache off)",
+        "refused": "refused flood (garbage/unknown iss/expired)",
+        "mixed": "mixed 90/10, mTLS", "fill": "cache fill (EdDSA, distinct)"}
+
+SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
+
+
+def metrics(path):
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        m = SERIES.match(line)
+        if m:
+            out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def total(ms, name, **labels):
+    s = 0.0
+    for (n, lab), v in ms.items():
+        if n == name and all(f'{k}="{val}"' in lab for k, val in labels.items()):
+            s += v
+    return s
+
+
+def sigrates(run):
+    rates = {}
+    for line in (run / "sigrate.txt").read_text().splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split()[1:])
+        rates[(f["alg"], int(f["threads"]))] = float(f["verifies_per_s"])
+    return rates
+
+
+def num(path, default=0.0):
+    try:
+        return float(Path(path).read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return default
+
+
+def scenario(run, name):
+    oha = json.loads((run / f"{name}.oha.json").read_text())
+    before = metrics(run / f"{name}.metrics.before")
+    after = metrics(run / f"{name}.metrics.after")
+
+    def d(metric, **labels):
+        return total(after, metric, **labels) - total(before, metric, **labels)
+
+    codes = oha.get("statusCodeDistribution", {})
+    errors = oha.get("errorDistribution", {})
+    secs = oha["summary"]["total"]
+    ok = codes.get("200", 0)
+    pct = oha["latencyPercentiles"]
+    entries = [float(x) for x in (run / f"{name}.cache_entries").read_text().split()
+               if x.strip()] if (run / f"{name}.cache_entries").exists() else []
+    entries.append(total(after, "authn_webhook_cache_entries"))
+    reviews = d("authn_webhook_tokenreviews_total")
+    return {
+        "name": name,
+        "rps": ok / secs if secs else 0.0,
+        "p50": pct.get("p50", float("nan")) * 1000,
+        "p99": pct.get("p99", float("nan")) * 1000,
+        "p999": pct.get("p99.9", float("nan")) * 1000,
+        "requests": sum(codes.values()) + sum(errors.values()),
+        "errors": sum(errors.values()) + sum(v for k, v in codes.items() if k != "200"),
+        "reviews": reviews,
+        "authenticated": d("authn_webhook_tokenreviews_total", outcome="authenticated"),
+        "rejected": d("authn_webhook_tokenreviews_total", outcome="rejected"),
+        "error_outcome": d("authn_webhook_tokenreviews_total", outcome="error"),
+        "hits": d("authn_webhook_cache_lookups_total", result="hit"),
+        "misses": d("authn_webhook_cache_lookups_total", result="miss"),
+        "jwks_fetches": d("authn_webhook_jwks_fetches_total"),
+        "issuer_fetches": num(run / f"{name}.fetches.after") - num(run / f"{name}.fetches.before"),
+        "peak_rss_mib": num(run / f"{name}.peak_rss_kib") / 1024,
+        "end_rss_mib": num(run / f"{name}.end_rss_kib") / 1024,
+        "idle_rss_mib": num(run / f"{name}.idle_rss_kib") / 1024,
+        "startup_ms": num(run / f"{name}.startup_us") / 1000,
+        "max_cache_entries": max(entries),
+        "error_kinds": errors,
+    }
+
+
+def one(run, name):
+    s = scenario(run, name)
+    rates = sigrates(run)
+    alg = SIG[name]
+    sig2 = rates.get((alg, 2), 0.0)
+    print(f"   {WHAT[name]}: {s['rps']:,.0f} reviews/s  p50 {s['p50']:.3f} ms  "
+          f"p99 {s['p99']:.3f} ms  p99.9 {s['p999']:.3f} ms  errors {s['errors']:.0f}  "
+          f"peak RSS {s['peak_rss_mib']:.1f} MiB")
+    print(f"   server: {s['reviews']:.0f} reviews ({s['authenticated']:.0f} authenticated, "
+          f"{s['rejected']:.0f} rejected, {s['error_outcome']:.0f} error), cache "
+          f"{s['hits']:.0f} hits / {s['misses']:.0f} misses, max cache entries "
+          f"{s['max_cache_entries']:.0f}")
+    print(f"   outbound to the issuer during the run: {s['issuer_fetches']:.0f} requests "
+          f"(jwks_fetches_total +{s['jwks_fetches']:.0f}); start-up to ready "
+          f"{s['startup_ms']:.1f} ms, idle RSS {s['idle_rss_mib']:.1f} MiB")
+    if sig2:
+        print(f"   ratio to {alg} signature checks on 2 threads ({sig2:,.0f}/s): "
+              f"{s['rps'] / sig2:.2f}")
+    if s["error_kinds"]:
+        print(f"   oha errors: {s['error_kinds']}")
+
+
+def table(run, names):
+    rates = sigrates(run)
+    rows = [scenario(run, n) for n in names]
+    print("\n## Signature checks per second (same run)\n")
+    print("| alg | 1 thread | 2 threads |")
+    print("|---|---:|---:|")
+    for alg in ("RS256", "ES256", "EdDSA"):
+        if (alg, 1) in rates:
+            print(f"| {alg} | {rates[(alg, 1)]:,.0f} | {rates[(alg, 2)]:,.0f} |")
+    print("\n## Scenarios\n")
+    print("| scenario | reviews/s | p50 ms | p99 ms | p99.9 ms | errors | "
+          "hits/misses | outbound | peak RSS MiB | vs sig (2 thr) | target |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
+    for s in rows:
+        alg = SIG[s["name"]]
+        sig2 = rates.get((alg, 2), 0.0)
+        ratio = f"{s['rps'] / sig2:.2f} x {alg}" if sig2 else "-"
+        print(f"| {WHAT[s['name']]} | {s['rps']:,.0f} | {s['p50']:.3f} | {s['p99']:.3f} | "
+              f"{s['p999']:.3f} | {s['errors']:.0f} | {s['hits']:.0f}/{s['misses']:.0f} | "
+              f"{s['issuer_fetches']:.0f} | {s['peak_rss_mib']:.1f} | {ratio} | "
+              f"{TARGET[s['name']]} |")
+    starts = [s["startup_ms"] for s in rows if s["startup_ms"] > 0]
+    idle = [s["idle_rss_mib"] for s in rows if s["idle_rss_mib"] > 0]
+    print()
+    if starts:
+        print(f"start-up to ready (exec to /readyz 200, {len(starts)} starts): median "
+              f"{statistics.median(starts):.1f} ms, max {max(starts):.1f} ms (target < 200 ms)")
+    if idle:
+        print(f"idle RSS after ready: median {statistics.median(idle):.1f} MiB, max "
+              f"{max(idle):.1f} MiB (target < 25 MiB)")
+    for s in rows:
+        if s["name"] == "fill":
+            print(f"cache fill: max cache entries seen {s['max_cache_entries']:.0f} "
+                  f"(max_entries 100000); RSS at end {s['end_rss_mib']:.1f} MiB, "
+                  f"peak {s['peak_rss_mib']:.1f} MiB (target < 120 MiB)")
+
+
+def main():
+    mode, run = sys.argv[1], Path(sys.argv[2])
+    if mode == "one":
+        one(run, sys.argv[3])
+    else:
+        table(run, sys.argv[3:])
+
+
+if __name__ == "__main__":
+    main()
