@@ -9,6 +9,12 @@
 //!
 //! `loadtest sigrate`: jsonwebtoken signature checks per second on one and on
 //! two threads, the floor a review cannot go below.
+//!
+//! `loadtest drive`: a small HTTP/1.1 keep-alive load client (hyper + rustls)
+//! for what oha cannot do: oha's `-Z` picks a random line per request, with
+//! replacement, so "every miss a token never seen before" needs a client
+//! that walks the lines in order and uses each once. `--hot FILE --every K`
+//! sends the hot body except every K-th request, which takes the next line.
 
 use std::io::{BufRead, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -44,8 +50,9 @@ enum Command {
         /// Distinct refused tokens (garbage, unknown issuer, expired).
         #[arg(long, default_value_t = 30000)]
         refused: usize,
-        /// Distinct RS256 tokens making up 10 % of the mixed scenario's lines.
-        #[arg(long, default_value_t = 20000)]
+        /// Distinct RS256 tokens for the mixed scenario's misses (one in ten
+        /// requests; the run stops early if they run out).
+        #[arg(long, default_value_t = 60000)]
         mixed_misses: usize,
         /// Distinct EdDSA tokens to fill the cache with.
         #[arg(long, default_value_t = 130000)]
@@ -59,6 +66,39 @@ enum Command {
         #[arg(long, default_value_t = 2.0)]
         secs: f64,
     },
+    /// Load over HTTPS keep-alive; prints one JSON summary line.
+    Drive(DriveOpts),
+}
+
+#[derive(clap::Args)]
+struct DriveOpts {
+    /// e.g. https://127.0.0.1:8443/authenticate
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    cacert: PathBuf,
+    /// Client certificate and key (mTLS).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// One body sent repeatedly.
+    #[arg(long)]
+    hot: Option<PathBuf>,
+    /// Bodies, one per line, each sent once, in order; the run ends early
+    /// when they run out.
+    #[arg(long)]
+    lines: Option<PathBuf>,
+    /// With both --hot and --lines: every K-th request takes the next line.
+    #[arg(long, default_value_t = 10)]
+    every: u64,
+    #[arg(long, default_value_t = 32)]
+    conns: usize,
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Client runtime threads (oha's default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -87,6 +127,7 @@ fn main() -> ExitCode {
             sigrate(Duration::from_secs_f64(secs));
             Ok(())
         }
+        Command::Drive(opts) => drive(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,13 +216,10 @@ fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
     write_lines(dir, "es256.lines", &es_lines)?;
     let refused = mint(n.refused, |i| body(&refused_token(i, &url, now, &es, &ed)));
     write_lines(dir, "refused.lines", &refused)?;
+    // The misses of the mixed run: `drive --hot hit.json --lines
+    // mixed-misses.lines --every 10` sends each once, as every tenth request.
     let misses = mint(n.mixed_misses, |i| body(&rs.sign(&user(2_000_000 + i))));
-    let mut mixed = Vec::with_capacity(misses.len() * 10);
-    for m in misses {
-        mixed.extend(std::iter::repeat_n(hot.clone(), 9));
-        mixed.push(m);
-    }
-    write_lines(dir, "mixed.lines", &mixed)?;
+    write_lines(dir, "mixed-misses.lines", &misses)?;
     let fill = mint(n.fill, |i| body(&ed.sign(&user(3_000_000 + i))));
     write_lines(dir, "fill.lines", &fill)?;
     write(
@@ -371,5 +409,213 @@ fn sigrate(secs: Duration) {
             });
             println!("sigrate alg={alg:?} threads={threads} verifies_per_s={total}");
         }
+    }
+}
+
+/// What one connection saw.
+#[derive(Default)]
+struct ConnResult {
+    latencies_us: Vec<u32>,
+    ok: u64,
+    errors: u64,
+}
+
+fn drive(o: DriveOpts) -> Result<(), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+    let read_lines = |p: &Path| -> Result<Vec<bytes::Bytes>, String> {
+        let text = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Ok(text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(bytes::Bytes::copy_from_slice)
+            .collect())
+    };
+    let hot = match &o.hot {
+        Some(p) => Some(bytes::Bytes::from(
+            std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let lines = match &o.lines {
+        Some(p) => read_lines(p)?,
+        None => Vec::new(),
+    };
+    if hot.is_none() && lines.is_empty() {
+        return Err("drive: give --hot, --lines or both".to_owned());
+    }
+    let uri: hyper::Uri = o.url.parse().map_err(|e| format!("--url: {e}"))?;
+    let host = uri.host().ok_or("--url has no host")?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let path = uri.path().to_owned();
+    let tls = Arc::new(client_tls(&o)?);
+    let server_name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("--url host: {e}"))?;
+
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(t) = o.threads {
+        rt.worker_threads(t);
+    }
+    let rt = rt.enable_all().build().map_err(|e| e.to_string())?;
+    let shared = Arc::new((hot, lines));
+    let sent = Arc::new(AtomicU64::new(0));
+    let next_line = Arc::new(AtomicUsize::new(0));
+    let exhausted = Arc::new(AtomicBool::new(false));
+    let duration: Duration = o.duration.into();
+    let every = o.every.max(1);
+
+    let (results, elapsed) = rt.block_on(async {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut tasks = Vec::new();
+        for _ in 0..o.conns {
+            let (shared, sent, next_line, exhausted) = (
+                shared.clone(),
+                sent.clone(),
+                next_line.clone(),
+                exhausted.clone(),
+            );
+            let (tls, server_name, host, path) =
+                (tls.clone(), server_name.clone(), host.clone(), path.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut r = ConnResult::default();
+                let tcp = match tokio::net::TcpStream::connect((host.as_str(), port)).await {
+                    Ok(t) => t,
+                    Err(_) => {
+                        r.errors += 1;
+                        return r;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let Ok(stream) = tokio_rustls::TlsConnector::from(tls)
+                    .connect(server_name, tcp)
+                    .await
+                else {
+                    r.errors += 1;
+                    return r;
+                };
+                let Ok((mut sender, conn)) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                else {
+                    r.errors += 1;
+                    return r;
+                };
+                tokio::spawn(conn);
+                let (hot, lines) = &*shared;
+                while tokio::time::Instant::now() < deadline {
+                    let i = sent.fetch_add(1, Ordering::Relaxed);
+                    let body = match hot {
+                        Some(h) if lines.is_empty() || i % every != every - 1 => h.clone(),
+                        _ => {
+                            let n = next_line.fetch_add(1, Ordering::Relaxed);
+                            match lines.get(n) {
+                                Some(b) => b.clone(),
+                                None => {
+                                    exhausted.store(true, Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        }
+                    };
+                    let req = hyper::Request::post(path.as_str())
+                        .header(hyper::header::HOST, host.as_str())
+                        .header(hyper::header::CONTENT_TYPE, "application/json")
+                        .body(http_body_util::Full::new(body));
+                    let Ok(req) = req else {
+                        r.errors += 1;
+                        continue;
+                    };
+                    let t = Instant::now();
+                    if sender.ready().await.is_err() {
+                        r.errors += 1;
+                        break;
+                    }
+                    match sender.send_request(req).await {
+                        Ok(resp) => {
+                            let ok = resp.status() == hyper::StatusCode::OK;
+                            let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+                            if ok && body.is_ok() {
+                                r.ok += 1;
+                                r.latencies_us
+                                    .push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                            } else {
+                                r.errors += 1;
+                            }
+                        }
+                        Err(_) => {
+                            r.errors += 1;
+                            break;
+                        }
+                    }
+                }
+                r
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.push(t.await.unwrap_or_default());
+        }
+        (all, start.elapsed())
+    });
+
+    let mut lat: Vec<u32> = results
+        .iter()
+        .flat_map(|r| r.latencies_us.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * lat.len() as f64) as usize;
+        f64::from(lat[i.min(lat.len() - 1)]) / 1000.0
+    };
+    let ok: u64 = results.iter().map(|r| r.ok).sum();
+    let errors: u64 = results.iter().map(|r| r.errors).sum();
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "ok": ok,
+            "errors": errors,
+            "secs": secs,
+            "rps": ok as f64 / secs,
+            "p50_ms": pct(50.0),
+            "p99_ms": pct(99.0),
+            "p999_ms": pct(99.9),
+            "lines_used": next_line.load(Ordering::Relaxed).min(shared.1.len()),
+            "lines_exhausted": exhausted.load(Ordering::Relaxed),
+        })
+    );
+    Ok(())
+}
+
+fn client_tls(o: &DriveOpts) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&o.cacert).map_err(|e| format!("--cacert: {e}"))? {
+        roots
+            .add(c.map_err(|e| format!("--cacert: {e}"))?)
+            .map_err(|e| format!("--cacert: {e}"))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(kube_authn_webhook::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (&o.cert, &o.key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("--cert: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("--cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
     }
 }

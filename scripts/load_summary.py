@@ -17,7 +17,7 @@ TARGET = {"hits": ">= 50,000/s, p99 < 1.5 ms", "rs256": ">= 30,000/s",
           "mixed": "-", "fill": "RSS < 120 MiB at 100k entries"}
 WHAT = {"hits": "cache hits (1 token)", "rs256": "RS256 misses (cache off)",
         "es256": "ES256 misses (cache off)",
-        "refused": "refused flood (garbage/unknown iss/expired)",
+        "refused": "refused flood (garbage/unknown iss/expired, cache off)",
         "mixed": "mixed 90/10, mTLS", "fill": "cache fill (EdDSA, distinct)"}
 
 SERIES = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
@@ -56,30 +56,38 @@ def num(path, default=0.0):
 
 
 def scenario(run, name):
-    oha = json.loads((run / f"{name}.oha.json").read_text())
+    oha_path, drive_path = run / f"{name}.oha.json", run / f"{name}.drive.json"
+    if oha_path.exists():
+        oha = json.loads(oha_path.read_text())
+        codes = oha.get("statusCodeDistribution", {})
+        errors = oha.get("errorDistribution", {})
+        secs = oha["summary"]["total"]
+        pct = oha["latencyPercentiles"]
+        load = {"rps": codes.get("200", 0) / secs if secs else 0.0,
+                "p50": pct.get("p50", float("nan")) * 1000,
+                "p99": pct.get("p99", float("nan")) * 1000,
+                "p999": pct.get("p99.9", float("nan")) * 1000,
+                "errors": sum(errors.values()) + sum(v for k, v in codes.items() if k != "200"),
+                "error_kinds": errors, "driver": "oha"}
+    else:
+        dr = json.loads(drive_path.read_text())
+        load = {"rps": dr["rps"], "p50": dr["p50_ms"], "p99": dr["p99_ms"],
+                "p999": dr["p999_ms"], "errors": dr["errors"], "error_kinds": {},
+                "driver": "loadtest drive" + (" (ran out of tokens)"
+                                              if dr["lines_exhausted"] else "")}
     before = metrics(run / f"{name}.metrics.before")
     after = metrics(run / f"{name}.metrics.after")
 
     def d(metric, **labels):
         return total(after, metric, **labels) - total(before, metric, **labels)
 
-    codes = oha.get("statusCodeDistribution", {})
-    errors = oha.get("errorDistribution", {})
-    secs = oha["summary"]["total"]
-    ok = codes.get("200", 0)
-    pct = oha["latencyPercentiles"]
     entries = [float(x) for x in (run / f"{name}.cache_entries").read_text().split()
                if x.strip()] if (run / f"{name}.cache_entries").exists() else []
     entries.append(total(after, "authn_webhook_cache_entries"))
     reviews = d("authn_webhook_tokenreviews_total")
     return {
+        **load,
         "name": name,
-        "rps": ok / secs if secs else 0.0,
-        "p50": pct.get("p50", float("nan")) * 1000,
-        "p99": pct.get("p99", float("nan")) * 1000,
-        "p999": pct.get("p99.9", float("nan")) * 1000,
-        "requests": sum(codes.values()) + sum(errors.values()),
-        "errors": sum(errors.values()) + sum(v for k, v in codes.items() if k != "200"),
         "reviews": reviews,
         "authenticated": d("authn_webhook_tokenreviews_total", outcome="authenticated"),
         "rejected": d("authn_webhook_tokenreviews_total", outcome="rejected"),
@@ -93,7 +101,6 @@ def scenario(run, name):
         "idle_rss_mib": num(run / f"{name}.idle_rss_kib") / 1024,
         "startup_ms": num(run / f"{name}.startup_us") / 1000,
         "max_cache_entries": max(entries),
-        "error_kinds": errors,
     }
 
 
@@ -102,7 +109,7 @@ def one(run, name):
     rates = sigrates(run)
     alg = SIG[name]
     sig2 = rates.get((alg, 2), 0.0)
-    print(f"   {WHAT[name]}: {s['rps']:,.0f} reviews/s  p50 {s['p50']:.3f} ms  "
+    print(f"   {WHAT[name]} [{s['driver']}]: {s['rps']:,.0f} reviews/s  p50 {s['p50']:.3f} ms  "
           f"p99 {s['p99']:.3f} ms  p99.9 {s['p999']:.3f} ms  errors {s['errors']:.0f}  "
           f"peak RSS {s['peak_rss_mib']:.1f} MiB")
     print(f"   server: {s['reviews']:.0f} reviews ({s['authenticated']:.0f} authenticated, "
