@@ -64,6 +64,7 @@ fn main() {
     for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
         bench_algorithm(&mut c, &rt, alg);
     }
+    bench_refused(&mut c, &rt);
     c.final_summary();
     print_ratios(&out_dir);
 }
@@ -292,6 +293,60 @@ fn bench_algorithm(c: &mut Criterion, rt: &tokio::runtime::Runtime, alg: Algorit
     drop(miss);
 }
 
+/// Refusals decided from scratch (cache off, as a flood of distinct bad
+/// tokens would be): a third not a JWT, a third from an unknown issuer, a
+/// third expired. Compare with `review_hit`: the flood target is "at least as
+/// fast as cache hits".
+fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let f = fixture(rt, Algorithm::ES256, CACHE);
+    let mut cfg = f.config.cache.clone();
+    cfg.max_entries = 0;
+    let mut r = reviewer(rt, &f.config);
+    r.cache = TokenCache::new(&cfg);
+    let key = kube_authn_webhook::dev_issuer::DevKey::generate(Algorithm::ES256).expect("key");
+    let url = f.config.issuers[0].url.clone().expect("issuer url");
+    let now = unix_now();
+    let bodies: Vec<Vec<u8>> = (0..999)
+        .map(|i| {
+            let token = match i % 3 {
+                0 => format!("garbage-{i}-{}", "x".repeat(180)),
+                1 => key.sign(&dex_claims(
+                    "https://unknown.example.com/dex",
+                    now,
+                    Some(&format!("mallory{i}@example.com")),
+                    "mallory",
+                    &["developers"],
+                )),
+                _ => {
+                    let mut c =
+                        dex_claims(&url, now - 172_800, Some("old@example.com"), "old", &[]);
+                    c["exp"] = json!(now - 86_400);
+                    key.sign(&c)
+                }
+            };
+            review_body(&token)
+        })
+        .collect();
+    for b in &bodies[..3] {
+        assert!(!authenticated(rt, &r, b), "refused tokens must be refused");
+    }
+    let mut group = c.benchmark_group("refused");
+    group.bench_function("review_refused_cache_off", |b| {
+        mark("refused", "review_refused_cache_off");
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for i in 0..iters as usize {
+                    let body = &bodies[i % bodies.len()];
+                    black_box(r.review_body(black_box(body)).await.expect("answer"));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
 fn mark(group: &str, id: &str) {
     let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
     let entry = (group.to_owned(), id.to_owned());
@@ -331,6 +386,13 @@ fn print_ratios(out_dir: &Path) {
             (Some(r), Some(s)) if s > 0.0 => format!("{:.2}", r / s),
             _ => "-".to_owned(),
         };
+        if let Some(ns) = m.get("review_refused_cache_off") {
+            println!(
+                "refused (cache off, garbage/unknown iss/expired): {:.2} us per review",
+                ns / 1000.0
+            );
+            continue;
+        }
         println!(
             "{:<7} {:>12} {:>12} {:>7} {:>14} {:>7} {:>12}",
             g,

@@ -1,10 +1,15 @@
 //! Taking a compact JWS apart without trusting any of it. Routing reads the
 //! claims before the signature is checked; nothing here leaves the process.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::Rejection;
@@ -17,7 +22,8 @@ pub const MAX_TOKEN_BYTES: usize = 256 * 1024;
 pub struct UnverifiedJwt<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
-    pub claims: Map<String, Value>,
+    /// The decoded payload, JSON; read it with `Claims::parse`.
+    pub payload: Vec<u8>,
     /// `header.payload`, the bytes the signature covers.
     pub signing_input: &'a str,
     pub signature: &'a str,
@@ -61,23 +67,95 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| Rejection::Malformed)?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| Rejection::Malformed)?;
     Ok(UnverifiedJwt {
         alg,
         kid: header.kid,
-        claims,
+        payload,
         signing_input,
         signature,
     })
 }
 
+/// The payload's top-level claims, checked to be one JSON object but not
+/// built: routing and the time and audience checks read a handful of them, so
+/// a token refused there (unknown issuer, expired...) never pays for building
+/// the rest. A claim given twice counts with its last value, as in a `Map`.
+#[derive(Debug)]
+pub struct Claims<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> Claims<'a> {
+    pub fn parse(payload: &'a [u8]) -> Result<Claims<'a>, Rejection> {
+        serde_json::from_slice(payload).map_err(|_| Rejection::Malformed)
+    }
+
+    /// One claim, built; `None` when absent.
+    pub fn get(&self, name: &str) -> Option<Value> {
+        let (_, raw) = self.members.iter().rev().find(|(k, _)| k == name)?;
+        // Already checked to be valid JSON by `parse`.
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    /// Every claim, built, for mapping a verified token to a user.
+    pub fn to_map(&self) -> Result<Map<String, Value>, Rejection> {
+        let mut map = Map::new();
+        for (k, raw) in &self.members {
+            let v: Value = serde_json::from_str(raw.get()).map_err(|_| Rejection::Malformed)?;
+            map.insert(k.clone().into_owned(), v);
+        }
+        Ok(map)
+    }
+}
+
+impl<'de> Deserialize<'de> for Claims<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Claims<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Claims<'de>, A::Error> {
+                let mut members = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(k) = m.next_key::<Key<'de>>()? {
+                    members.push((k.0, m.next_value::<&'de RawValue>()?));
+                }
+                Ok(Claims { members })
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A member name, borrowed from the payload unless it has escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// A NumericDate claim: absent is `Ok(None)`; present but not a number is an
 /// error (treating it as absent would skip the check: CVE-2026-25537).
-pub fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, Rejection> {
+pub fn numeric_date(claims: &Claims<'_>, name: &'static str) -> Result<Option<i64>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
@@ -94,10 +172,10 @@ pub fn numeric_date(
 }
 
 /// `aud` as a list: a string or an array of strings.
-pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> {
+pub fn audiences(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
     match claims.get("aud") {
         None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::String(s)) => Ok(vec![s]),
         Some(Value::Array(items)) => items
             .iter()
             .map(|v| {
@@ -107,5 +185,45 @@ pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<String>, Rejection> 
             })
             .collect(),
         Some(_) => Err(Rejection::InvalidClaim("aud")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_read_like_a_map() {
+        let payload = br#"{"iss":"a","exp":1.5,"i\u0073s":"b","aud":["x","y"],"n":{"k":[1]}}"#;
+        let c = Claims::parse(payload).expect("an object");
+        // A name with escapes is the same name; the last of two wins, as in a Map.
+        assert_eq!(c.get("iss"), Some(Value::String("b".into())));
+        assert_eq!(numeric_date(&c, "exp"), Ok(Some(1)));
+        assert_eq!(numeric_date(&c, "nbf"), Ok(None));
+        assert_eq!(audiences(&c), Ok(vec!["x".to_owned(), "y".to_owned()]));
+        let whole: Map<String, Value> = serde_json::from_slice(payload).expect("json");
+        assert_eq!(c.to_map(), Ok(whole));
+    }
+
+    #[test]
+    fn claims_must_be_one_json_object() {
+        for bad in [
+            &br#"["iss"]"#[..],
+            b"\"x\"",
+            b"{\"iss\":}",
+            b"{\"a\":1} x",
+            b"",
+        ] {
+            assert_eq!(
+                Claims::parse(bad).map(|_| ()),
+                Err(Rejection::Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(
+            numeric_date(&Claims::parse(br#"{"exp":"1"}"#).expect("object"), "exp"),
+            Err(Rejection::InvalidClaim("exp"))
+        );
     }
 }

@@ -181,6 +181,7 @@ impl IssuerVerifier {
     async fn verify(
         &self,
         jwt: &jwt::UnverifiedJwt<'_>,
+        claims: &jwt::Claims<'_>,
         now: u64,
     ) -> Result<Verified, VerifyError> {
         if !self.algorithms.contains(&jwt.alg) {
@@ -188,20 +189,20 @@ impl IssuerVerifier {
         }
         let now_i = now as i64;
         let skew = self.skew.as_secs() as i64;
-        let exp = jwt::numeric_date(&jwt.claims, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
+        let exp = jwt::numeric_date(claims, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
         if now_i > exp.saturating_add(skew) {
             return Err(Rejection::Expired.into());
         }
-        if let Some(nbf) = jwt::numeric_date(&jwt.claims, "nbf")?
+        if let Some(nbf) = jwt::numeric_date(claims, "nbf")?
             && now_i.saturating_add(skew) < nbf
         {
             return Err(Rejection::NotYetValid.into());
         }
-        let iat = jwt::numeric_date(&jwt.claims, "iat")?;
+        let iat = jwt::numeric_date(claims, "iat")?;
         if iat.is_some_and(|iat| iat > now_i.saturating_add(skew)) {
             return Err(Rejection::IssuedInFuture.into());
         }
-        let token_audiences = jwt::audiences(&jwt.claims)?;
+        let token_audiences = jwt::audiences(claims)?;
         if !self.audiences.is_empty() && !token_audiences.iter().any(|a| self.audiences.contains(a))
         {
             return Err(Rejection::AudienceMismatch.into());
@@ -231,7 +232,7 @@ impl IssuerVerifier {
             return Err(Rejection::BadSignature.into());
         }
 
-        let mapped = self.claims.map(&jwt.claims)?;
+        let mapped = self.claims.map(&claims.to_map()?)?;
         Ok(Verified {
             identity: Identity {
                 issuer: self.name.clone(),
@@ -334,7 +335,16 @@ impl Verifier {
                 };
             }
         };
-        let idx = match jwt.claims.get("iss") {
+        let claims = match jwt::Claims::parse(&jwt.payload) {
+            Ok(c) => c,
+            Err(r) => {
+                return Outcome {
+                    issuer: None,
+                    result: Err(r.into()),
+                };
+            }
+        };
+        let idx = match claims.get("iss") {
             Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
             None => self.without_iss,
             Some(_) => None,
@@ -347,7 +357,7 @@ impl Verifier {
         };
         Outcome {
             issuer: Some(issuer),
-            result: issuer.verify(&jwt, now).await,
+            result: issuer.verify(&jwt, &claims, now).await,
         }
     }
 }
