@@ -115,7 +115,7 @@ impl Reviewer {
         let status = match &answer {
             Answer::Authenticated(id, auds) => TokenReviewStatus {
                 authenticated: true,
-                user: Some(&id.user),
+                user: Some(&*id.user),
                 audiences: auds.clone(),
                 error: None,
             },

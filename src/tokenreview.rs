@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 pub const KIND: &str = "TokenReview";
 
@@ -69,8 +70,9 @@ pub struct TokenReviewResponse<'a> {
 #[derive(Debug, Default, Serialize)]
 pub struct TokenReviewStatus<'a> {
     pub authenticated: bool,
+    /// A `UserInfo`, encoded once when the token was verified.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<&'a UserInfo>,
+    pub user: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
     /// Set only when the token could not be checked: the apiserver logs it and
