@@ -52,7 +52,7 @@ enum Command {
         refused: usize,
         /// Distinct RS256 tokens for the mixed scenario's misses (one in ten
         /// requests; the run stops early if they run out).
-        #[arg(long, default_value_t = 60000)]
+        #[arg(long, default_value_t = 80000)]
         mixed_misses: usize,
         /// Distinct EdDSA tokens to fill the cache with.
         #[arg(long, default_value_t = 130000)]

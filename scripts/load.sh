@@ -6,7 +6,8 @@
 #   SCENARIOS="hits refused" scripts/load.sh
 #
 # Knobs (environment): DURATION (10s), CONNS (32), OHA (path to oha),
-# SCENARIOS (hits rs256 es256 refused mixed fill), FILL_REQUESTS (400000),
+# SCENARIOS (hits rs256 es256 refused refused-cached mixed fill), ROUNDS (1),
+# FILL_REQUESTS (400000),
 # WORKERS (server.workers; default: number of CPUs), SETUP_ARGS (extra
 # arguments to `loadtest setup`), RUN_DIR (where everything is written).
 #
@@ -19,7 +20,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 FILL_REQUESTS=${FILL_REQUESTS:-400000}
-SCENARIOS=${SCENARIOS:-hits rs256 es256 refused mixed fill}
+SCENARIOS=${SCENARIOS:-hits rs256 es256 refused refused-cached mixed fill}
+ROUNDS=${ROUNDS:-1}
 RUN=${RUN_DIR:-$TARGET/load/$(date +%Y%m%d-%H%M%S)}
 
 for tool in curl python3; do
@@ -51,7 +53,7 @@ echo "== machine"
   echo "kernel: $(uname -r)"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "oha: $("$OHA" --version)"
-  echo "duration: $DURATION, connections: $CONNS"
+  echo "duration: $DURATION, connections: $CONNS, rounds: $ROUNDS"
 } | tee "$RUN/machine.txt"
 
 echo "== fixtures in $RUN (minting tokens)"
@@ -156,17 +158,23 @@ scenario() {
 # be hits; those servers run with `cache.max_entries: 0`. The mixed run needs
 # hits and never-seen misses in a fixed ratio: `loadtest drive` sends every
 # tenth request with the next unused token.
-for s in $SCENARIOS; do
-  case $s in
-    hits) scenario hits config-cache.yaml oha -z "$DURATION" -w -D "$RUN/hit.json" ;;
-    rs256) scenario rs256 config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/rs256.lines" ;;
-    es256) scenario es256 config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/es256.lines" ;;
-    refused) scenario refused config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/refused.lines" ;;
-    mixed) scenario mixed config-mtls.yaml drive --duration "$DURATION" --hot "$RUN/hit.json" \
-      --lines "$RUN/mixed-misses.lines" --every 10 --cert "$RUN/client.crt" --key "$RUN/client.key" ;;
-    fill) scenario fill config-cache.yaml oha -n "$FILL_REQUESTS" -Z "$RUN/fill.lines" ;;
-    *) echo "load.sh: unknown scenario $s" >&2; exit 1 ;;
-  esac
+# ROUNDS > 1 runs the scenario list round-robin that many times (a fresh
+# server each time); the table then shows each scenario's medians.
+for round in $(seq 1 "$ROUNDS"); do
+  for s in $SCENARIOS; do
+    n=$s.$round
+    case $s in
+      hits) scenario "$n" config-cache.yaml oha -z "$DURATION" -w -D "$RUN/hit.json" ;;
+      rs256) scenario "$n" config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/rs256.lines" ;;
+      es256) scenario "$n" config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/es256.lines" ;;
+      refused) scenario "$n" config-nocache.yaml oha -z "$DURATION" -w -Z "$RUN/refused.lines" ;;
+      refused-cached) scenario "$n" config-cache.yaml oha -z "$DURATION" -w -Z "$RUN/refused.lines" ;;
+      mixed) scenario "$n" config-mtls.yaml drive --duration "$DURATION" --hot "$RUN/hit.json" \
+        --lines "$RUN/mixed-misses.lines" --every 10 --cert "$RUN/client.crt" --key "$RUN/client.key" ;;
+      fill) scenario "$n" config-cache.yaml oha -n "$FILL_REQUESTS" -Z "$RUN/fill.lines" ;;
+      *) echo "load.sh: unknown scenario $s" >&2; exit 1 ;;
+    esac
+  done
 done
 
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/machine.txt"
