@@ -92,6 +92,13 @@ echo "== signature verification rate (jsonwebtoken + aws-lc-rs, same machine, no
 "$LT" sigrate --secs 2 | tee "$RUN/sigrate.txt"
 
 metrics() { curl -sf "http://127.0.0.1:$TPORT/metrics"; }
+# CPU time of the load generator (user+system seconds), when GNU time is there.
+run_client() {
+  local out=$1
+  shift
+  if [[ -x /usr/bin/time ]]; then /usr/bin/time -f %U+%S -o "$out" "$@"; else "$@"; fi
+}
+echo "$(getconf CLK_TCK)" >"$RUN/clk_tck"
 status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 # start_server CONFIG NAME: starts the binary, waits for /readyz, records the
@@ -137,12 +144,14 @@ scenario() {
   ( while sleep 0.5; do metrics | awk '$1 == "authn_webhook_cache_entries" {print $2}'; done ) \
     >"$RUN/$name.cache_entries" 2>/dev/null &
   sampler=$!
+  awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" >"$RUN/$name.server_ticks.before"
   case $driver in
-    oha) "$OHA" --no-tui --output-format json -c "$CONNS" -m POST -T application/json \
+    oha) run_client "$RUN/$name.client_cpu" "$OHA" --no-tui --output-format json -c "$CONNS" -m POST -T application/json \
       --cacert "$RUN/ca.crt" "$@" "https://127.0.0.1:$PORT/authenticate" >"$RUN/$name.oha.json" ;;
-    drive) "$LT" drive --url "https://127.0.0.1:$PORT/authenticate" --cacert "$RUN/ca.crt" \
+    drive) run_client "$RUN/$name.client_cpu" "$LT" drive --url "https://127.0.0.1:$PORT/authenticate" --cacert "$RUN/ca.crt" \
       --conns "$CONNS" "$@" >"$RUN/$name.drive.json" ;;
   esac
+  awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" >"$RUN/$name.server_ticks.after"
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   metrics >"$RUN/$name.metrics.after"

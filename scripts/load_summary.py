@@ -90,6 +90,14 @@ def scenario(run, name):
                if x.strip()] if (run / f"{name}.cache_entries").exists() else []
     entries.append(total(after, "authn_webhook_cache_entries"))
     reviews = d("authn_webhook_tokenreviews_total")
+    tck = num(run / "clk_tck", 100.0) or 100.0
+    server_s = (num(run / f"{name}.server_ticks.after")
+                - num(run / f"{name}.server_ticks.before")) / tck
+    try:
+        client_s = sum(float(x) for x in
+                       (run / f"{name}.client_cpu").read_text().split()[-1].split("+"))
+    except (OSError, IndexError, ValueError):
+        client_s = float("nan")
     return {
         **load,
         "name": name,
@@ -106,6 +114,8 @@ def scenario(run, name):
         "idle_rss_mib": num(run / f"{name}.idle_rss_kib") / 1024,
         "startup_ms": num(run / f"{name}.startup_us") / 1000,
         "max_cache_entries": max(entries),
+        "server_us": server_s / reviews * 1e6 if reviews else float("nan"),
+        "client_us": client_s / reviews * 1e6 if reviews else float("nan"),
     }
 
 
@@ -128,6 +138,8 @@ def one(run, name):
     print(f"   outbound to the issuer during the run: {s['issuer_fetches']:.0f} requests "
           f"(jwks_fetches_total +{s['jwks_fetches']:.0f}); start-up to ready "
           f"{s['startup_ms']:.1f} ms, idle RSS {s['idle_rss_mib']:.1f} MiB")
+    print(f"   CPU per review: server {s['server_us']:.1f} us, load generator "
+          f"{s['client_us']:.1f} us")
     if sig2:
         print(f"   ratio to {alg} signature checks on 2 threads ({sig2:,.0f}/s): "
               f"{s['rps'] / sig2:.2f}")
@@ -168,8 +180,9 @@ def table(run, names):
     print("\n## Scenarios\n")
     print("\nMedians over the rounds; reviews/s of each round in brackets.\n")
     print("| scenario | reviews/s | p50 ms | p99 ms | p99.9 ms | errors | "
-          "hits/misses | outbound | peak RSS MiB | vs sig (2 thr) | target |")
-    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|")
+          "hits/misses | outbound | peak RSS MiB | CPU us/review server+client | "
+          "vs sig (2 thr) | target |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|---|")
     for s in rows:
         alg = SIG[s["name"]]
         sig2 = rates.get((alg, 2), 0.0)
@@ -179,7 +192,8 @@ def table(run, names):
             rps += " (" + " / ".join(f"{x:,.0f}" for x in s["rps_all"]) + ")"
         print(f"| {WHAT[s['name']]} | {rps} | {s['p50']:.3f} | {s['p99']:.3f} | "
               f"{s['p999']:.3f} | {s['errors']:.0f} | {s['hits']:.0f}/{s['misses']:.0f} | "
-              f"{s['issuer_fetches']:.0f} | {s['peak_rss_mib']:.1f} | {ratio} | "
+              f"{s['issuer_fetches']:.0f} | {s['peak_rss_mib']:.1f} | "
+              f"{s['server_us']:.1f}+{s['client_us']:.1f} | {ratio} | "
               f"{TARGET[s['name']]} |")
     starts = [x for s in rows for x in s["startup_all"] if x > 0]
     idle = [x for s in rows for x in s["idle_all"] if x > 0]
