@@ -57,6 +57,9 @@ enum Command {
         /// Distinct EdDSA tokens to fill the cache with.
         #[arg(long, default_value_t = 130000)]
         fill: usize,
+        /// Distinct EdDSA tokens for cache hits spread over many identities.
+        #[arg(long, default_value_t = 30000)]
+        many: usize,
         /// `server.workers` in the configs (default: number of CPUs).
         #[arg(long)]
         workers: Option<usize>,
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
             refused,
             mixed_misses,
             fill,
+            many,
             workers,
         } => setup(
             &dir,
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
                 refused,
                 mixed_misses,
                 fill,
+                many,
             },
             workers,
         ),
@@ -144,6 +149,7 @@ struct Counts {
     refused: usize,
     mixed_misses: usize,
     fill: usize,
+    many: usize,
 }
 
 fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
@@ -222,6 +228,8 @@ fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
     write_lines(dir, "mixed-misses.lines", &misses)?;
     let fill = mint(n.fill, |i| body(&ed.sign(&user(3_000_000 + i))));
     write_lines(dir, "fill.lines", &fill)?;
+    let many = mint(n.many, |i| body(&ed.sign(&user(4_000_000 + i))));
+    write_lines(dir, "many.lines", &many)?;
     write(
         dir,
         "loadtest.env",
