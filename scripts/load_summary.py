@@ -146,6 +146,24 @@ def one(run, name):
               f"{s['rps'] / sig2:.2f}")
     if s["error_kinds"]:
         print(f"   oha errors: {s['error_kinds']}")
+    # What each scenario claims to measure, checked.
+    problems = []
+    b = base(name)
+    if b.startswith("refused"):
+        if s["issuer_fetches"] or s["jwks_fetches"]:
+            problems.append("a refused token caused requests to the issuer")
+        if s["authenticated"]:
+            problems.append("a refused-flood token was authenticated")
+    if b in ("rs256", "es256") and (s["hits"] or s["authenticated"] != s["reviews"]):
+        problems.append("not every review was an authenticated miss")
+    if b in ("hits", "hits-many", "mixed", "fill") and s["authenticated"] != s["reviews"]:
+        problems.append("not every review authenticated")
+    if s["errors"]:
+        problems.append(f"{s['errors']:.0f} requests failed")
+    for p in problems:
+        print(f"   CHECK FAILED: {p}")
+    if problems:
+        sys.exit(1)
 
 
 def merged(run, name):
