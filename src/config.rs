@@ -41,6 +41,8 @@ mod raw {
         pub tls: Tls,
         pub max_body_bytes: Option<u64>,
         pub request_timeout: Option<String>,
+        pub read_timeout: Option<String>,
+        pub shutdown_grace: Option<String>,
         pub max_connections: Option<usize>,
         pub workers: Option<usize>,
     }
@@ -51,6 +53,8 @@ mod raw {
         pub cert_file: PathBuf,
         pub key_file: PathBuf,
         pub client_ca_file: Option<PathBuf>,
+        pub allowed_client_names: Option<Vec<String>>,
+        pub reload_interval: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -129,6 +133,11 @@ pub struct Server {
     /// Deadline for one review, including any key refetch it waits on. Below
     /// the kube-apiserver's own 30 s so it gets an answer rather than a timeout.
     pub request_timeout: Duration,
+    /// A client must send its whole request (headers, then body) within this;
+    /// slow senders are cut off.
+    pub read_timeout: Duration,
+    /// On SIGTERM, how long in-flight reviews get to finish.
+    pub shutdown_grace: Duration,
     pub max_connections: usize,
     pub workers: usize,
 }
@@ -138,6 +147,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+    /// When non-empty, a client certificate must name one of these (subject
+    /// CN or a DNS SAN); others get 403.
+    pub allowed_client_names: Vec<String>,
+    /// How often the files are checked for a new certificate or CA.
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +266,9 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 const DEFAULT_TELEMETRY_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
@@ -400,11 +417,33 @@ impl Validator {
 
     fn server(&mut self, raw: raw::Server) -> Server {
         let listen = self.socket_addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+        let reload_interval = self.duration(
+            "server.tls.reload_interval",
+            raw.tls.reload_interval.as_deref(),
+            DEFAULT_RELOAD_INTERVAL,
+        );
+        if reload_interval < Duration::from_millis(100) {
+            self.problem("server.tls.reload_interval", "must be at least 100ms");
+        }
         let tls = TlsFiles {
             cert_file: self.path(&raw.tls.cert_file),
             key_file: self.path(&raw.tls.key_file),
             client_ca_file: raw.tls.client_ca_file.as_deref().map(|p| self.path(p)),
+            allowed_client_names: raw.tls.allowed_client_names.unwrap_or_default(),
+            reload_interval,
         };
+        if !tls.allowed_client_names.is_empty() && tls.client_ca_file.is_none() {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "needs client_ca_file: without client certificates there are no names to check",
+            );
+        }
+        if tls.allowed_client_names.iter().any(|n| n.trim().is_empty()) {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "a name must not be empty",
+            );
+        }
         if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
             self.problem("server.tls", e.to_string());
         }
@@ -431,6 +470,22 @@ impl Validator {
                 "must be between 1s and 29s: the kube-apiserver gives up on a webhook after 30s",
             );
         }
+        let read_timeout = self.duration(
+            "server.read_timeout",
+            raw.read_timeout.as_deref(),
+            DEFAULT_READ_TIMEOUT,
+        );
+        if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(60) {
+            self.problem("server.read_timeout", "must be between 100ms and 60s");
+        }
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        );
+        if shutdown_grace > Duration::from_secs(300) {
+            self.problem("server.shutdown_grace", "must be at most 5m");
+        }
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             self.problem("server.max_connections", "must be at least 1");
@@ -446,6 +501,8 @@ impl Validator {
             tls,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             request_timeout,
+            read_timeout,
+            shutdown_grace,
             max_connections,
             workers,
         }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub jwks_last_success: GaugeVec,
     pub bad_requests: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub start_time: Gauge,
 }
@@ -90,6 +91,14 @@ impl Metrics {
                 &["code"],
             )
             .expect("static metric definition"),
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_tls_reloads_total",
+                    "Changes to the serving certificate, key or client CA seen on disk, by result (success, error: old files kept).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             build_info: IntGaugeVec::new(
                 Opts::new("authn_webhook_build_info", "Always 1; the version label says which build runs."),
                 &["version"],
@@ -111,6 +120,7 @@ impl Metrics {
             Box::new(m.jwks_keys.clone()),
             Box::new(m.jwks_last_success.clone()),
             Box::new(m.bad_requests.clone()),
+            Box::new(m.tls_reloads.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
         ];
@@ -126,6 +136,9 @@ impl Metrics {
         // Both results exist from the start so rate() works before the first hit.
         for r in ["hit", "miss"] {
             m.cache_lookups.with_label_values(&[r]);
+        }
+        for r in ["success", "error"] {
+            m.tls_reloads.with_label_values(&[r]);
         }
         m
     }

@@ -23,6 +23,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no such endpoint: POST a TokenReview to /authenticate")]
     NotFound,
+    #[error("the client certificate names no caller allowed by server.tls.allowed_client_names")]
+    Forbidden,
+    #[error("the request body did not arrive within the read timeout")]
+    RequestTimeout,
 }
 
 pub struct Reviewer {

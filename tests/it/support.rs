@@ -1,7 +1,9 @@
 //! The test harness: a private CA, the real server started in-process over
 //! TLS on 127.0.0.1, a loopback Dex-like issuer, and a real HTTPS client.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -17,6 +19,12 @@ pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
 pub struct Options {
     /// Require client certificates signed by the test CA.
     pub mtls: bool,
+    /// Extra `server:` keys, each line indented by two spaces.
+    pub server_extra: &'static str,
+    /// Extra keys for `server.tls`, e.g. `, allowed_client_names: [x]`.
+    pub tls_extra: &'static str,
+    /// The client certificate's common name, with mtls.
+    pub client_name: &'static str,
     pub cache: &'static str,
     pub clock: Clock,
     pub max_body_bytes: usize,
@@ -26,6 +34,9 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             mtls: false,
+            server_extra: "",
+            tls_extra: "",
+            client_name: "kube-apiserver",
             cache: "{max_entries: 1000, max_ttl: 5m, negative_ttl: 10s}",
             clock: Clock::System,
             max_body_bytes: 1024 * 1024,
@@ -40,6 +51,70 @@ pub struct Harness {
     pub running: Running,
     /// A client that trusts the test CA (and presents a client cert with mTLS).
     pub client: reqwest::Client,
+    /// Every token sent, to prove none reaches the logs.
+    sent: Mutex<Vec<String>>,
+}
+
+/// Everything any test's server logged, at debug level and below.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || Capture(writer.clone()))
+            .try_init();
+        buf
+    });
+}
+
+/// The captured log of the whole test run so far.
+pub fn logs() -> String {
+    capture_logs();
+    let buf = LOGS
+        .get()
+        .expect("initialised")
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = logs();
+        for token in self.sent.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // The whole token, and its signature alone (a token's secret part).
+            let signature = token.rsplit('.').next().unwrap_or_default();
+            assert!(!logs.contains(token.as_str()), "a token reached the log");
+            if signature.len() >= 16 {
+                assert!(
+                    !logs.contains(signature),
+                    "a token signature reached the log"
+                );
+            }
+        }
+    }
 }
 
 pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
@@ -92,14 +167,15 @@ impl Harness {
         write(dir.path(), "ca.crt", &ca.cert_pem);
         write(dir.path(), "tls.crt", &tls.cert_pem);
         write(dir.path(), "tls.key", &tls.key_pem);
+        capture_logs();
         let client_ca = if opts.mtls {
             ", client_ca_file: ca.crt"
         } else {
             ""
         };
         let text = format!(
-            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
-            opts.max_body_bytes, opts.cache
+            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
+            opts.max_body_bytes, opts.server_extra, opts.tls_extra, opts.cache
         );
         let path = write(dir.path(), "config.yaml", &text);
         let config =
@@ -111,7 +187,7 @@ impl Harness {
             reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("ca pem"),
         );
         if opts.mtls {
-            let id = ca.client("kube-apiserver", 2).expect("client cert");
+            let id = ca.client(opts.client_name, 2).expect("client cert");
             builder = builder.identity(
                 reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
                     .expect("client identity"),
@@ -122,6 +198,7 @@ impl Harness {
             ca,
             running,
             client: builder.build().expect("client"),
+            sent: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,6 +239,10 @@ impl Harness {
 
     /// A TokenReview the way the kube-apiserver sends one (`v1` or `v1beta1`).
     pub async fn review_as(&self, version: &str, token: &str, audiences: &[&str]) -> Value {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token.to_owned());
         let body = json!({
             "apiVersion": format!("authentication.k8s.io/{version}"),
             "kind": "TokenReview",
