@@ -206,11 +206,11 @@ impl Running {
 
     /// Stops accepting, turns /readyz red, lets in-flight reviews finish
     /// (within the shutdown timeout), then stops telemetry and key refresh.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.server.stop(true).await;
         self.telemetry.stop(true).await;
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
         }
         tracing::info!("stopped");

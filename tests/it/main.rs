@@ -5,6 +5,8 @@
 mod cli;
 mod dex;
 mod efa;
+mod faults;
 mod http;
 mod keys;
+mod lifecycle;
 mod support;
