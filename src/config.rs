@@ -16,6 +16,26 @@ use crate::verify::keys::{self, VerifyKey};
 /// Issuer name used in metrics and logs for tokens no issuer claims.
 pub const UNMATCHED_ISSUER: &str = "unmatched";
 
+/// No file the config names (nor the config itself) may be larger: a path
+/// mistyped as /dev/zero must fail, not fill the memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a whole file of at most `MAX_FILE_BYTES`.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB; is this the right file?",
+            MAX_FILE_BYTES / 1024 / 1024
+        )));
+    }
+    Ok(buf)
+}
+
 mod raw {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -282,13 +302,15 @@ impl Config {
     /// Reads and validates a config file; relative paths in it are taken from
     /// the file's own directory (as kubeconfig does).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
                 field: String::new(),
-                message: format!("cannot read the file: {e}"),
+                message,
             }],
-        })?;
+        };
+        let bytes = read_file(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
         Self::from_yaml(&text, path)
     }
 
@@ -348,7 +370,7 @@ impl Validator {
 
     fn read(&mut self, field: &str, p: &Path) -> Option<Vec<u8>> {
         let full = self.path(p);
-        match std::fs::read(&full) {
+        match read_file(&full) {
             Ok(b) => Some(b),
             Err(e) => {
                 self.problem(field, format!("cannot read {}: {e}", full.display()));

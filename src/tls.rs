@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsFiles;
+use crate::config::{TlsFiles, read_file};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Reads a certificate chain and its private key, and checks they belong together.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = read_certs(cert)?;
-    let key_der = PrivateKeyDer::from_pem_file(key)
+    let key_pem = read_file(key).map_err(|e| file_error(key, format!("cannot read: {e}")))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| file_error(key, format!("no usable PEM private key ({e})")))?;
     let ck = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
         file_error(
@@ -55,14 +56,8 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, format!("cannot read: {e}")))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_error(path, format!("bad PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "holds no PEM CERTIFICATE"));
-    }
-    Ok(certs)
+    let pem = read_file(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    parse_ca_bundle(&pem).map_err(|e| file_error(path, e))
 }
 
 pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
