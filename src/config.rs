@@ -987,3 +987,47 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
         format!("{name:?} is not a JWS algorithm: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (or HS256/384/512 for an efa shared secret)")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_that_could_spell_system_are_refused() {
+        for p in ["system:", "system:x", "s", "sys", "system"] {
+            assert!(could_make_system_name(p), "{p}");
+        }
+        for p in ["", "efa:", "oidc:", "systems:", "x-system:"] {
+            assert!(!could_make_system_name(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm() {
+        assert!(
+            parse_algorithm("none")
+                .unwrap_err()
+                .contains("never accepted")
+        );
+        assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+        assert!(parse_algorithm("rs256").is_err());
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_says_where() {
+        let err = Config::from_yaml("server: [", Path::new("/etc/x/config.yaml")).unwrap_err();
+        assert_eq!(err.file, Path::new("/etc/x/config.yaml"));
+        assert!(err.to_string().contains("not a valid config"));
+        let err = Config::from_yaml(
+            "server: {tls: {cert_file: a, key_file: b}}\nissuers:\n  - {name: x, kind: ldap}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.field == "issuers[0] (x).kind"),
+            "{err}"
+        );
+    }
+}

@@ -407,3 +407,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(CACHE_CONTROL, v.parse().unwrap());
+            max_age(&m)
+        };
+        assert_eq!(
+            h("max-age=600, must-revalidate"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(h("public, Max-Age=\"120\""), Some(Duration::from_secs(120)));
+        assert_eq!(h("no-cache"), None);
+        assert_eq!(h("max-age=soon"), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
+}

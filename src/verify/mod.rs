@@ -351,3 +351,44 @@ impl Verifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(token_aud: &[&str], trust: bool) -> Identity {
+        Identity {
+            issuer: Arc::from("dex"),
+            user: UserInfo {
+                username: "u".into(),
+                uid: None,
+                groups: vec![],
+                extra: Default::default(),
+            },
+            token_audiences: token_aud.iter().map(|s| s.to_string()).collect(),
+            expires_at: 0,
+            trust_implicit_audience: trust,
+        }
+    }
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn audiences_are_the_intersection_never_the_token_aud() {
+        let id = identity(&["kubernetes", "other"], true);
+        assert_eq!(
+            id.audiences_for(&v(&["api", "kubernetes"])),
+            Ok(v(&["kubernetes"]))
+        );
+        assert_eq!(id.audiences_for(&v(&["api"])), Ok(vec![]));
+        assert_eq!(id.audiences_for(&[]), Ok(vec![]));
+        let strict = identity(&["kubernetes"], false);
+        assert_eq!(
+            strict.audiences_for(&v(&["api"])),
+            Err(Rejection::AudienceNotRequested)
+        );
+        assert_eq!(strict.audiences_for(&[]), Ok(vec![]));
+    }
+}
