@@ -148,17 +148,24 @@ impl Reviewer {
         hash: &TokenHash,
         now: u64,
     ) -> (Option<Arc<str>>, Result<Verdict, VerifyError>) {
-        let outcome = match tokio::time::timeout(
-            self.request_timeout,
-            self.verifier.verify(token, now),
-        )
-        .await
-        {
-            Ok(o) => o,
-            Err(_) => return (None, Err(VerifyError::Timeout(self.request_timeout))),
+        let (jwt, issuer) = match self.verifier.route(token) {
+            Ok(routed) => routed,
+            Err(r) => {
+                self.cache.insert_rejection(*hash, None, r).await;
+                return (
+                    None,
+                    Ok(Verdict::Rejected {
+                        issuer: None,
+                        rejection: r,
+                    }),
+                );
+            }
         };
-        let issuer = outcome.issuer.map(|i| i.name.clone());
-        match outcome.result {
+        let result = tokio::time::timeout(self.request_timeout, issuer.verify(&jwt, now))
+            .await
+            .unwrap_or(Err(VerifyError::Timeout(self.request_timeout)));
+        let issuer = Some(issuer.name.clone());
+        match result {
             Ok(v) => {
                 if v.dropped_system_groups > 0 {
                     tracing::warn!(

@@ -178,7 +178,9 @@ impl IssuerVerifier {
         c
     }
 
-    async fn verify(
+    /// Checks a routed token: claims first, then the key (fetching when the
+    /// kid is new), the signature, and the claims-to-user mapping.
+    pub async fn verify(
         &self,
         jwt: &jwt::UnverifiedJwt<'_>,
         now: u64,
@@ -324,30 +326,34 @@ impl Verifier {
         &self.issuers
     }
 
-    pub async fn verify(&self, token: &str, now: u64) -> Outcome<'_> {
-        let jwt = match jwt::split(token) {
-            Ok(j) => j,
-            Err(r) => {
-                return Outcome {
-                    issuer: None,
-                    result: Err(r.into()),
-                };
-            }
-        };
+    /// Takes the token apart and finds its issuer, without trusting it and
+    /// without any I/O.
+    pub fn route<'t>(
+        &self,
+        token: &'t str,
+    ) -> Result<(jwt::UnverifiedJwt<'t>, &IssuerVerifier), Rejection> {
+        let jwt = jwt::split(token)?;
         let idx = match jwt.claims.get("iss") {
             Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
             None => self.without_iss,
             Some(_) => None,
         };
-        let Some(issuer) = idx.map(|i| &self.issuers[i]) else {
-            return Outcome {
+        let issuer = idx
+            .map(|i| &self.issuers[i])
+            .ok_or(Rejection::UnknownIssuer)?;
+        Ok((jwt, issuer))
+    }
+
+    pub async fn verify(&self, token: &str, now: u64) -> Outcome<'_> {
+        match self.route(token) {
+            Ok((jwt, issuer)) => Outcome {
+                issuer: Some(issuer),
+                result: issuer.verify(&jwt, now).await,
+            },
+            Err(r) => Outcome {
                 issuer: None,
-                result: Err(Rejection::UnknownIssuer.into()),
-            };
-        };
-        Outcome {
-            issuer: Some(issuer),
-            result: issuer.verify(&jwt, now).await,
+                result: Err(r.into()),
+            },
         }
     }
 }
