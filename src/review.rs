@@ -48,8 +48,7 @@ impl Reviewer {
     /// Answers a TokenReview request body with the response body.
     pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
-        let request: TokenReviewRequest = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not a TokenReview: {e}")))?;
+        let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
         if request.kind != KIND {
             return Err(ApiError::BadRequest(format!(
                 "kind is {:?}; expected \"TokenReview\"",
@@ -192,6 +191,23 @@ impl Reviewer {
             Err(e) => (issuer, Err(e)),
         }
     }
+}
+
+/// serde_json quotes offending values ("invalid type: string \"eyJ...\""),
+/// and a misplaced token is still a token: say where, not what.
+fn decode_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "is not valid JSON",
+        Category::Eof => "ends in the middle of the JSON",
+        Category::Data => "has a field of the wrong type",
+        Category::Io => "could not be read",
+    };
+    ApiError::BadRequest(format!(
+        "body is not a TokenReview: it {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn verdict_issuer(v: &Verdict) -> Option<Arc<str>> {

@@ -10,6 +10,9 @@ async fn malformed_requests_get_400_with_a_status_that_says_why() {
     let token = issuer.mint(&jane(issuer.url()));
     let cases = [
         ("{not json".to_owned(), "not a TokenReview"),
+        // A token where an object belongs must not be quoted back.
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": token}).to_string(), "wrong type"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": token}}).to_string(), "wrong type"),
         (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"token": token}}).to_string(), "kind"),
         (json!({"apiVersion": "authentication.k8s.io/v2", "kind": "TokenReview", "spec": {"token": token}}).to_string(), "apiVersion"),
         (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}}).to_string(), "spec.token"),
@@ -27,7 +30,7 @@ async fn malformed_requests_get_400_with_a_status_that_says_why() {
     assert_eq!(
         h.metric("authn_webhook_bad_requests_total", &[("code", "400")])
             .await,
-        5.0
+        7.0
     );
 }
 
