@@ -1,6 +1,12 @@
 //! A small private PKI (rcgen): a CA, serving certificates and client
-//! certificates. Used by the demo, the dev issuer and the tests.
+//! certificates. Used by the demo, the dev issuer, the tests and the `certs`
+//! subcommand, which writes a CA, the webhook's serving certificate and the
+//! kube-apiserver's client certificate as PEM files.
 
+use std::fmt;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
@@ -17,6 +23,9 @@ pub struct Issued {
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,
+    /// The CA's private key (PKCS#8 PEM): needed to issue more certificates
+    /// later; keep it as secret as the certificates it signs.
+    pub key_pem: String,
 }
 
 fn validity(params: &mut CertificateParams, days: u32) {
@@ -43,6 +52,7 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         Ok(Ca {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         })
     }
@@ -75,5 +85,305 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+}
+
+/// Common name of the client certificate `certs` issues to the kube-apiserver.
+pub const APISERVER_CLIENT_CN: &str = "kube-apiserver-authn-client";
+/// Longest validity `certs` issues: ten years.
+pub const MAX_DAYS: u32 = 3650;
+
+/// The files `certs` writes, in the order it writes them: (name, is a private key).
+pub const BUNDLE_FILES: [(&str, bool); 6] = [
+    ("ca.crt", false),
+    ("ca.key", true),
+    ("tls.crt", false),
+    ("tls.key", true),
+    ("apiserver-client.crt", false),
+    ("apiserver-client.key", true),
+];
+
+/// What `certs` is asked for.
+pub struct BundleRequest<'a> {
+    pub out: &'a Path,
+    /// DNS names and IP addresses the webhook is reached at.
+    pub server_sans: &'a [String],
+    /// Validity of the serving and client certificates; the CA lasts a day longer.
+    pub days: u32,
+    /// Replace files that exist instead of refusing.
+    pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error("--server-san: {0}")]
+    San(String),
+    #[error("--days must be between 1 and {MAX_DAYS}, not {0}")]
+    Days(u32),
+    #[error(
+        "refusing to overwrite {}; pass --force to replace them (the kube-apiserver's webhook kubeconfig must then be regenerated too)",
+        .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Exists(Vec<PathBuf>),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+/// What `certs` wrote, for the summary it prints.
+#[derive(Debug)]
+pub struct Bundle {
+    pub files: Vec<PathBuf>,
+    pub server_sans: Vec<String>,
+    pub days: u32,
+}
+
+impl fmt::Display for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "wrote a CA, a serving certificate for {} and a client certificate (CN={APISERVER_CLIENT_CN}), valid {} days:",
+            self.server_sans.join(", "),
+            self.days
+        )?;
+        for p in &self.files {
+            writeln!(f, "  {}", p.display())?;
+        }
+        write!(
+            f,
+            "keys are mode 0600. Next: point server.tls at tls.crt/tls.key with client_ca_file: ca.crt, and run\n  kube-authn-webhook kubeconfig --server https://<host>:<port>/authenticate --ca ca.crt --client-cert apiserver-client.crt --client-key apiserver-client.key"
+        )
+    }
+}
+
+/// Checks one `--server-san` entry: an IP address or a DNS name (a leading
+/// `*.` wildcard allowed), returned in the form that goes into the certificate.
+pub fn parse_san(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err("an empty entry (two commas, or a trailing comma?)".to_owned());
+    }
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(ip.to_string());
+    }
+    if s.contains("://") || s.contains('/') || s.contains(':') {
+        return Err(format!(
+            "{s:?} is not a host name or IP address (give the host only, no scheme, port or path)"
+        ));
+    }
+    let name = s.to_ascii_lowercase();
+    let name = name.strip_suffix('.').unwrap_or(&name);
+    let labels = name.strip_prefix("*.").unwrap_or(name);
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if name.len() > 253 || !labels.split('.').all(ok_label) {
+        return Err(format!(
+            "{s:?} is not a valid DNS name (letters, digits and '-' in dot-separated labels of at most 63 characters) or IP address"
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Generates a CA, a serving certificate and the kube-apiserver's client
+/// certificate, and writes them into `req.out` (created if missing). Nothing
+/// is written unless every file can be: existing files are reported up front,
+/// and each file is written to a temporary name and renamed into place.
+pub fn write_bundle(req: &BundleRequest<'_>) -> Result<Bundle, CertsError> {
+    if req.days == 0 || req.days > MAX_DAYS {
+        return Err(CertsError::Days(req.days));
+    }
+    let mut sans = Vec::new();
+    for raw in req.server_sans {
+        let san = parse_san(raw).map_err(CertsError::San)?;
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+    }
+    if sans.is_empty() {
+        return Err(CertsError::San(
+            "name at least one DNS name or IP address the kube-apiserver uses to reach the webhook"
+                .to_owned(),
+        ));
+    }
+    let paths: Vec<PathBuf> = BUNDLE_FILES
+        .iter()
+        .map(|(name, _)| req.out.join(name))
+        .collect();
+    if !req.force {
+        let existing: Vec<PathBuf> = paths.iter().filter(|p| p.exists()).cloned().collect();
+        if !existing.is_empty() {
+            return Err(CertsError::Exists(existing));
+        }
+    }
+
+    // The CA outlives what it signs by a day, so a leaf never outlasts its issuer.
+    let ca = Ca::new("kube-authn-webhook CA", req.days + 1)?;
+    let server = ca.server(&sans, req.days)?;
+    let client = ca.client(APISERVER_CLIENT_CN, req.days)?;
+    let contents = [
+        &ca.cert_pem,
+        &ca.key_pem,
+        &server.cert_pem,
+        &server.key_pem,
+        &client.cert_pem,
+        &client.key_pem,
+    ];
+
+    std::fs::create_dir_all(req.out).map_err(|source| CertsError::Io {
+        path: req.out.to_owned(),
+        source,
+    })?;
+    for ((path, (_, secret)), text) in paths.iter().zip(BUNDLE_FILES).zip(contents) {
+        write_file(req.out, path, text.as_bytes(), secret, req.force)?;
+    }
+    Ok(Bundle {
+        files: paths,
+        server_sans: sans,
+        days: req.days,
+    })
+}
+
+/// Writes via a temporary file in the same directory: it is created 0600, so
+/// a key is never readable by others, not even for a moment.
+fn write_file(
+    dir: &Path,
+    path: &Path,
+    contents: &[u8],
+    secret: bool,
+    force: bool,
+) -> Result<(), CertsError> {
+    let io = |source| CertsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".kube-authn-webhook-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    tmp.write_all(contents).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if secret { 0o600 } else { 0o644 };
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    if force {
+        tmp.persist(path).map_err(|e| io(e.error))?;
+    } else {
+        // Fails if the file appeared since the check above.
+        tmp.persist_noclobber(path).map_err(|e| io(e.error))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sans_are_checked() {
+        assert_eq!(parse_san(" 127.0.0.1 ").as_deref(), Ok("127.0.0.1"));
+        assert_eq!(parse_san("[::1]").as_deref(), Ok("::1"));
+        assert_eq!(
+            parse_san("Authn-Webhook.Kube-System.svc").as_deref(),
+            Ok("authn-webhook.kube-system.svc")
+        );
+        assert_eq!(parse_san("*.example.com").as_deref(), Ok("*.example.com"));
+        for bad in [
+            "",
+            "https://x.example.com",
+            "x.example.com:8443",
+            "-x.com",
+            "a..b",
+            "a b",
+        ] {
+            assert!(parse_san(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn bundle_is_written_with_private_keys_0600_and_not_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("pki");
+        let sans = vec!["127.0.0.1".to_owned(), "authn.example.com".to_owned()];
+        let req = BundleRequest {
+            out: &out,
+            server_sans: &sans,
+            days: 30,
+            force: false,
+        };
+        let bundle = write_bundle(&req).expect("first write");
+        assert_eq!(bundle.files.len(), BUNDLE_FILES.len());
+        for (name, secret) in BUNDLE_FILES {
+            let p = out.join(name);
+            let text = std::fs::read_to_string(&p).expect("written");
+            assert!(text.starts_with("-----BEGIN "), "{name} is PEM");
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777;
+                assert_eq!(mode, if secret { 0o600 } else { 0o644 }, "{name}");
+            }
+        }
+        let before = std::fs::read(out.join("tls.key")).expect("read");
+        match write_bundle(&req) {
+            Err(CertsError::Exists(p)) => assert_eq!(p.len(), BUNDLE_FILES.len()),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(out.join("tls.key")).expect("read"), before);
+        write_bundle(&BundleRequest { force: true, ..req }).expect("forced write");
+        assert_ne!(std::fs::read(out.join("tls.key")).expect("read"), before);
+        let leftovers = std::fs::read_dir(&out)
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.file_name().to_string_lossy().starts_with('.'))
+                    .unwrap_or(true)
+            })
+            .count();
+        assert_eq!(leftovers, 0, "no temporary files left behind");
+    }
+
+    #[test]
+    fn bad_requests_write_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("pki");
+        let sans = vec!["https://x".to_owned()];
+        let req = BundleRequest {
+            out: &out,
+            server_sans: &sans,
+            days: 30,
+            force: false,
+        };
+        assert!(matches!(write_bundle(&req), Err(CertsError::San(_))));
+        let ok = vec!["x".to_owned()];
+        assert!(matches!(
+            write_bundle(&BundleRequest {
+                server_sans: &ok,
+                days: 0,
+                ..req
+            }),
+            Err(CertsError::Days(0))
+        ));
+        assert!(!out.exists());
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod dev_issuer;
 pub mod jwks;
+pub mod kubeconfig;
 pub mod logging;
 pub mod metrics;
 pub mod review;

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub start_time: Gauge,
+    pub tls_cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -109,6 +110,11 @@ impl Metrics {
                 "Unix time the process started serving.",
             )
             .expect("static metric definition"),
+            tls_cert_expiry: Gauge::new(
+                "authn_webhook_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the serving certificate expires (its notAfter); 0 if it could not be read.",
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -123,6 +129,7 @@ impl Metrics {
             Box::new(m.tls_reloads.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
+            Box::new(m.tls_cert_expiry.clone()),
         ];
         for c in collectors {
             m.registry

@@ -70,6 +70,30 @@ pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Unix time of the end-entity certificate's notAfter.
+pub fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError> {
+    let der = key
+        .end_entity_cert()
+        .map_err(|e| TlsError::Config(format!("no end-entity certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| TlsError::Config(format!("cannot parse the serving certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Publishes the serving certificate's expiry as
+/// `authn_webhook_tls_certificate_expiry_timestamp_seconds`. Call whenever the
+/// certificate in use changes (start, reload). A certificate whose expiry
+/// cannot be read shows 0, which the expiry alert treats as expired.
+pub fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
+    match certificate_not_after(key) {
+        Ok(t) => metrics.tls_cert_expiry.set(t as f64),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the serving certificate's expiry");
+            metrics.tls_cert_expiry.set(0.0);
+        }
+    }
+}
+
 /// Certificates of a PEM CA bundle (for HTTPS to an issuer).
 pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
@@ -185,6 +209,7 @@ pub fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, 
         &files.cert_file,
         &files.key_file,
     )?));
+    record_certificate_expiry(&metrics, &resolver.current());
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?;
@@ -276,6 +301,7 @@ impl TlsReloader {
         }
         match self.load() {
             Ok((key, verifier)) => {
+                record_certificate_expiry(&self.metrics, &key);
                 self.resolver.set(key);
                 if let (Some(client), Some(v)) = (&self.client, verifier) {
                     client.set(v);
