@@ -3,6 +3,7 @@
 //! binary, so the suite links once.
 
 mod cli;
+mod deploy;
 mod dex;
 mod efa;
 mod faults;
