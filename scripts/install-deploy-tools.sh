@@ -55,7 +55,7 @@ else
     echo "$want" >"$stamp"
 fi
 
-for tool in yamllint kubernetes-validate check-jsonschema; do
+for tool in yamllint kubernetes-validate check-jsonschema hadolint; do
     [[ -x "$venv/bin/$tool" ]] || { log "missing $venv/bin/$tool after install"; exit 1; }
 done
 log "ok: $(promtool --version 2>&1 | head -1); yamllint $("$venv/bin/yamllint" --version | cut -d' ' -f2); kubernetes-validate $("$venv/bin/pip" show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p'); check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}')"
