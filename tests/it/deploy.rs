@@ -703,3 +703,82 @@ issuers:
     running.shutdown().await;
     issuer.stop().await;
 }
+
+/// The gauge the certificate-expiry alert reads, from a telemetry address.
+async fn expiry_gauge(telemetry: std::net::SocketAddr) -> f64 {
+    let metrics = reqwest::get(format!("http://{telemetry}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authn_webhook_tls_certificate_expiry_timestamp_seconds "))
+        .unwrap_or_else(|| panic!("expiry gauge missing from:\n{metrics}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+fn not_after(path: &Path) -> f64 {
+    let der = certs_from(path).remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("x509");
+    cert.validity().not_after.timestamp() as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
+    kube_authn_webhook::install_crypto_providers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = certs(dir.path());
+    let efa = kube_authn_webhook::dev_issuer::DevKey::generate(Algorithm::ES256).expect("key");
+    std::fs::write(pki.join("efa.pem"), &efa.public_pem).expect("write");
+    let config_path = pki.join("config.yaml");
+    std::fs::write(
+        &config_path,
+        "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt, reload_interval: 100ms}\ntelemetry: {listen: 127.0.0.1:0, log_format: text}\nissuers:\n  - {name: efa, kind: efa, keys: {public_key_files: [efa.pem]}}\n",
+    )
+    .expect("write config");
+    let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    let running = server::start(&config, Clock::System)
+        .await
+        .expect("server starts");
+    let first = not_after(&pki.join("tls.crt"));
+    assert_eq!(expiry_gauge(running.telemetry_addr).await, first);
+
+    // Renewal the way the README says: a new bundle over the old one, and a
+    // new kubeconfig for the kube-apiserver.
+    stdout_of(&[
+        "certs",
+        "--out",
+        path_str(&pki),
+        "--server-san",
+        "127.0.0.1",
+        "--days",
+        "20",
+        "--force",
+    ]);
+    let renewed = not_after(&pki.join("tls.crt"));
+    assert!(renewed < first - 60.0 * 86_400.0, "20 days instead of 90");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while expiry_gauge(running.telemetry_addr).await != renewed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gauge never showed the renewed certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let server_url = format!("https://{}/authenticate", running.addr);
+    let (url, client) = client_from_kubeconfig(&kubeconfig(&pki, &server_url, &[]));
+    let now = unix_now();
+    let token = efa.sign(
+        &json!({"username": "admin", "roles": ["FabricAdmin"], "iat": now, "exp": now + 600}),
+    );
+    let answer = post_review(&client, &url, &token)
+        .await
+        .expect("review over the renewed certificates");
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(answer["status"]["user"]["username"], "admin");
+    running.shutdown().await;
+}
