@@ -168,14 +168,19 @@ cp "$work/webhook-kubeconfig-secret.yaml" "$work/openshift/"
 cp -r deploy/kubernetes "$work/kubernetes-fixed-ip"
 sed -i 's/^# components:/components:/; s/^#   - fixed-cluster-ip/  - fixed-cluster-ip/' \
     "$work/kubernetes-fixed-ip/kustomization.yaml"
-"$py" "$helper" kustomize-coverage deploy/sidecar deploy/kubernetes deploy/kubernetes/monitoring \
-    deploy/kubernetes/cert-manager deploy/kubernetes/fixed-cluster-ip "$work/openshift"
+"$py" "$helper" kustomize-coverage deploy/sidecar deploy/sidecar/kube-apiserver deploy/sidecar/webhook-flags \
+    deploy/kubernetes deploy/kubernetes/apiserver deploy/kubernetes/monitoring deploy/kubernetes/cert-manager \
+    deploy/kubernetes/fixed-cluster-ip "$work/openshift"
+# Every kustomization in the tree is one of those.
+n_kust="$(find deploy -name kustomization.yaml | wc -l)"
+[[ "$n_kust" -eq 9 ]] || die "found $n_kust kustomizations under deploy/, the check knows 9: add the new one here"
 mkdir -p "$work/rendered"
 render() {
     kubectl kustomize "$2" >"$work/rendered/$1.yaml"
     echo "rendered $2: $(grep -c '^kind:' "$work/rendered/$1.yaml") objects"
 }
 render sidecar deploy/sidecar
+render apiserver deploy/kubernetes/apiserver
 render kubernetes deploy/kubernetes
 render kubernetes-fixed-ip "$work/kubernetes-fixed-ip"
 render monitoring deploy/kubernetes/monitoring
@@ -183,8 +188,8 @@ render cert-manager deploy/kubernetes/cert-manager
 render openshift "$work/openshift"
 grep -q 'clusterIP: 10.96.100.100' "$work/rendered/kubernetes-fixed-ip.yaml" ||
     die "the fixed-cluster-ip component did not set the ClusterIP"
-grep -q -- '--authentication-token-webhook-version=v1' "$work/rendered/sidecar.yaml" ||
-    die "the sidecar render lacks the kube-apiserver flags"
+"$py" "$helper" apiserver "$work/rendered/sidecar.yaml" sidecar
+"$py" "$helper" apiserver "$work/rendered/apiserver.yaml" flags-only
 ok
 
 step "split objects: built-in kinds for kubernetes-validate, custom resources for check-jsonschema"
@@ -256,7 +261,8 @@ openssl genrsa -out "$live/issuer.key" 2048 2>/dev/null
 "$py" "$helper" jwks "$live/issuer.key" >"$live/jwks.json"
 "$py" "$helper" serve-jwks "$live/tls.crt" "$live/tls.key" "$live/jwks.json" "$live/jwks.port" \
     >"$work/logs/jwks-server.log" 2>&1 &
-pids+=($!)
+jwks_pid=$!
+pids+=("$jwks_pid")
 for _ in $(seq 100); do [[ -s "$live/jwks.port" ]] && break; sleep 0.1; done
 [[ -s "$live/jwks.port" ]] || die "the JWKS server did not start"
 webhook_port="$(free_port)"
@@ -277,6 +283,7 @@ issuers:
   - name: efa-lab
     kind: efa
     certificate_authority_file: ca.crt
+    jwks_min_refetch_interval: 100ms
     keys:
       jwks_url: https://127.0.0.1:$(cat "$live/jwks.port")/keys
     claims:
@@ -313,7 +320,17 @@ not_a_review() {
 }
 code="$(not_a_review)"
 [[ "$code" == 400 ]] || die "a body that is not a TokenReview got HTTP $code, expected 400"
-echo "ok: efa:alice authenticated over mTLS, an expired token refused, a client without certificate refused, a non-TokenReview body got 400"
+# The issuer goes away; a token signed by a key the webhook has not seen makes
+# it refetch, which fails: "could not check" (status.error), not a "no".
+kill "$jwks_pid"
+wait "$jwks_pid" 2>/dev/null || true
+openssl genrsa -out "$live/rotated.key" 2048 2>/dev/null
+rotated="$("$py" "$helper" mint "$live/rotated.key" "{\"username\":\"carol\",\"iat\":$now,\"exp\":$((now + 3600))}")"
+answer="$(review "$rotated" "${mtls[@]}")"
+jq -e '.status.authenticated == false and (.status.error | length > 0)' <<<"$answer" >/dev/null ||
+    die "with the issuer down, a token with an unknown key should end in status.error, got: $answer"
+echo "ok: efa:alice authenticated over mTLS, an expired token refused, a client without certificate refused,"
+echo "    a non-TokenReview body got 400, an unknown key with the issuer down got status.error"
 # Every labelled series exists now (bad requests only appear after the first).
 curl -fsS "http://127.0.0.1:$telemetry_port/metrics" >"$live/scrape.txt"
 ok
@@ -356,6 +373,7 @@ for _ in 1 2 3 4 5; do
     review "$good" "${mtls[@]}" >/dev/null
     review "$good" "${mtls[@]}" >/dev/null
     review "$expired" "${mtls[@]}" >/dev/null
+    review "$rotated" "${mtls[@]}" >/dev/null
     not_a_review >/dev/null
     sent=$((sent + 2))
     sleep 1.2

@@ -11,6 +11,7 @@ Subcommands:
   metric-names SCRAPE FILE...    every metric named in dashboards/rules is exported
   query-dashboard URL DASH       every dashboard query returns data from Prometheus
   configmap-key FILE KEY OUT     extract one data key of a ConfigMap
+  apiserver RENDER sidecar|flags-only   the rendered kube-apiserver pod is wired
   kubeconfig-templates GEN DIR   the webhook templates match `kubeconfig` output
   jwks KEY                       a JWKS (RS256) for an RSA private key (PEM)
   mint KEY CLAIMS_JSON           a JWT (RS256, kid of `jwks`) signed by KEY
@@ -309,6 +310,48 @@ def cmd_query_dashboard(args):
     print(f"ok: all {len(queries)} dashboard queries return data from the live Prometheus")
 
 
+WEBHOOK_FLAGS = [
+    "--authentication-token-webhook-config-file=/etc/kubernetes/authn-webhook/webhook-kubeconfig.yaml",
+    "--authentication-token-webhook-version=v1",
+    "--authentication-token-webhook-cache-ttl=2m",
+]
+
+
+def cmd_apiserver(args):
+    """The rendered kube-apiserver static pod carries the webhook flags and
+    the kubeconfig mount, and the sidecar exactly when asked for."""
+    path, mode = args
+    (pod,) = [d for d in load_yaml_docs(path) if d.get("kind") == "Pod"]
+    containers = {c["name"]: c for c in pod["spec"]["containers"]}
+    api = containers.get("kube-apiserver") or fail(f"{path}: no kube-apiserver container")
+    argv = api.get("command", []) + api.get("args", [])
+    for flag in WEBHOOK_FLAGS:
+        if argv.count(flag) != 1:
+            fail(f"{path}: kube-apiserver should have {flag} once, has it {argv.count(flag)} times")
+    prefix = "--authentication-token-webhook"
+    if sum(a.startswith(prefix) for a in argv) != len(WEBHOOK_FLAGS):
+        fail(f"{path}: unexpected extra {prefix}* flags")
+    mounts = {m["name"]: m for m in api.get("volumeMounts", [])}
+    mount = mounts.get("authn-webhook") or fail(f"{path}: kube-apiserver lacks the authn-webhook mount")
+    if mount["mountPath"] != "/etc/kubernetes/authn-webhook" or not mount.get("readOnly"):
+        fail(f"{path}: the kube-apiserver's authn-webhook mount must be read-only at /etc/kubernetes/authn-webhook")
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    if volumes.get("authn-webhook", {}).get("hostPath", {}).get("path") != "/etc/kubernetes/authn-webhook":
+        fail(f"{path}: volume authn-webhook must be hostPath /etc/kubernetes/authn-webhook")
+    sidecar = containers.get("kube-authn-webhook")
+    if mode == "sidecar":
+        if sidecar is None:
+            fail(f"{path}: no kube-authn-webhook sidecar")
+        if sidecar.get("args") != ["serve", "--config", "/etc/kube-authn-webhook/config.yaml"]:
+            fail(f"{path}: the sidecar must run serve --config /etc/kube-authn-webhook/config.yaml")
+        annotations = pod["metadata"].get("annotations", {})
+        if annotations.get("kubectl.kubernetes.io/default-container") != "kube-apiserver":
+            fail(f"{path}: kubectl's default container must stay kube-apiserver")
+    elif sidecar is not None:
+        fail(f"{path}: the Deployment path must not add the sidecar")
+    print(f"ok: {path}: kube-apiserver flags and mount in place ({mode})")
+
+
 def cmd_configmap_key(args):
     path, key, out = args
     (doc,) = load_yaml_docs(path)
@@ -438,6 +481,7 @@ COMMANDS = {
     "metric-names": cmd_metric_names,
     "query-dashboard": cmd_query_dashboard,
     "configmap-key": cmd_configmap_key,
+    "apiserver": cmd_apiserver,
     "kubeconfig-templates": cmd_kubeconfig_templates,
     "jwks": cmd_jwks,
     "mint": cmd_mint,

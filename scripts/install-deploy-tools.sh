@@ -19,7 +19,9 @@ log() { printf 'install-deploy-tools: %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------
 apt_missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || apt_missing+=(prometheus)
-command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
+for pkg in curl jq openssl; do
+    command -v "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
+done
 if ((${#apt_missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         log "need root to apt-get install ${apt_missing[*]}"
@@ -58,4 +60,8 @@ fi
 for tool in yamllint kubernetes-validate check-jsonschema hadolint; do
     [[ -x "$venv/bin/$tool" ]] || { log "missing $venv/bin/$tool after install"; exit 1; }
 done
-log "ok: $(promtool --version 2>&1 | head -1); yamllint $("$venv/bin/yamllint" --version | cut -d' ' -f2); kubernetes-validate $("$venv/bin/pip" show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p'); check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}')"
+if ! command -v kubectl >/dev/null 2>&1 || ! kubectl kustomize --help >/dev/null 2>&1; then
+    log "kubectl with its built-in kustomize is needed and cannot come from Debian's archive; install it from your Kubernetes packages"
+    exit 1
+fi
+log "ok: $(promtool --version 2>&1 | head -1); kubectl $(kubectl version --client -o json | jq -r .clientVersion.gitVersion); hadolint $("$venv/bin/hadolint" --version | awk '{print $NF}'); yamllint $("$venv/bin/yamllint" --version | cut -d' ' -f2); kubernetes-validate $("$venv/bin/pip" show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p'); check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}')"
