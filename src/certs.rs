@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
+use rustls_pki_types::pem::PemObject;
 use time::OffsetDateTime;
 
 pub struct Issued {
@@ -57,6 +58,37 @@ impl Ca {
         })
     }
 
+    /// A CA from its PEM certificate and key (as `certs` wrote them), to
+    /// issue more certificates under the same trust anchor. Returns the CA
+    /// and its notAfter (Unix time).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<(Ca, i64), String> {
+        let key =
+            KeyPair::from_pem(key_pem).map_err(|e| format!("not a usable private key: {e}"))?;
+        let der = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .next()
+            .ok_or("holds no PEM CERTIFICATE")?
+            .map_err(|e| format!("bad PEM: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        if !cert.is_ca() {
+            return Err("is not a CA certificate (basicConstraints CA:FALSE)".to_owned());
+        }
+        if cert.public_key().raw != key.subject_public_key_info().as_slice() {
+            return Err("the key does not belong to this CA certificate".to_owned());
+        }
+        let not_after = cert.validity().not_after.timestamp();
+        let issuer = Issuer::from_ca_cert_der(&der, key).map_err(|e| e.to_string())?;
+        let key_pem = key_pem.to_owned();
+        Ok((
+            Ca {
+                issuer,
+                cert_pem: cert_pem.to_owned(),
+                key_pem,
+            },
+            not_after,
+        ))
+    }
+
     /// A serving certificate; entries of `sans` that parse as IP addresses
     /// become IP SANs, the rest DNS names.
     pub fn server(&self, sans: &[String], days: u32) -> Result<Issued, rcgen::Error> {
@@ -90,8 +122,8 @@ impl Ca {
 
 /// Common name of the client certificate `certs` issues to the kube-apiserver.
 pub const APISERVER_CLIENT_CN: &str = "kube-apiserver-authn-client";
-/// Longest validity `certs` issues: ten years.
-pub const MAX_DAYS: u32 = 3650;
+/// Longest validity `certs` issues: twenty years.
+pub const MAX_DAYS: u32 = 7300;
 
 /// The files `certs` writes, in the order it writes them: (name, is a private key).
 pub const BUNDLE_FILES: [(&str, bool); 6] = [
@@ -108,10 +140,16 @@ pub struct BundleRequest<'a> {
     pub out: &'a Path,
     /// DNS names and IP addresses the webhook is reached at.
     pub server_sans: &'a [String],
-    /// Validity of the serving and client certificates; the CA lasts a day longer.
+    /// Validity of the serving and client certificates.
     pub days: u32,
+    /// Validity of a new CA; at least `days`.
+    pub ca_days: u32,
     /// Replace files that exist instead of refusing.
     pub force: bool,
+    /// Keep the CA in `out` (ca.crt, ca.key) and issue new serving and client
+    /// certificates from it: renewal without changing what the kube-apiserver
+    /// and the webhook trust.
+    pub renew: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +158,10 @@ pub enum CertsError {
     San(String),
     #[error("--days must be between 1 and {MAX_DAYS}, not {0}")]
     Days(u32),
+    #[error("--ca-days must be at least --days ({days}) and at most {MAX_DAYS}, not {ca_days}")]
+    CaDays { days: u32, ca_days: u32 },
+    #[error("--renew: {path}: {why}")]
+    Renew { path: PathBuf, why: String },
     #[error(
         "refusing to overwrite {}; pass --force to replace them (the kube-apiserver's webhook kubeconfig must then be regenerated too)",
         .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
@@ -140,13 +182,20 @@ pub struct Bundle {
     pub files: Vec<PathBuf>,
     pub server_sans: Vec<String>,
     pub days: u32,
+    /// The CA was kept (`--renew`), not made.
+    pub renewed: bool,
 }
 
 impl fmt::Display for Bundle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.renewed {
+            "kept the CA and wrote"
+        } else {
+            "wrote a CA,"
+        };
         writeln!(
             f,
-            "wrote a CA, a serving certificate for {} and a client certificate (CN={APISERVER_CLIENT_CN}), valid {} days:",
+            "{what} a serving certificate for {} and a client certificate (CN={APISERVER_CLIENT_CN}), valid {} days:",
             self.server_sans.join(", "),
             self.days
         )?;
@@ -219,19 +268,28 @@ pub fn write_bundle(req: &BundleRequest<'_>) -> Result<Bundle, CertsError> {
                 .to_owned(),
         ));
     }
+    if req.ca_days < req.days || req.ca_days > MAX_DAYS {
+        return Err(CertsError::CaDays {
+            days: req.days,
+            ca_days: req.ca_days,
+        });
+    }
     let paths: Vec<PathBuf> = BUNDLE_FILES
         .iter()
         .map(|(name, _)| req.out.join(name))
         .collect();
-    if !req.force {
+    if !req.force && !req.renew {
         let existing: Vec<PathBuf> = paths.iter().filter(|p| p.exists()).cloned().collect();
         if !existing.is_empty() {
             return Err(CertsError::Exists(existing));
         }
     }
 
-    // The CA outlives what it signs by a day, so a leaf never outlasts its issuer.
-    let ca = Ca::new("kube-authn-webhook CA", req.days + 1)?;
+    let ca = if req.renew {
+        load_ca_for_renewal(req.out, req.days)?
+    } else {
+        Ca::new("kube-authn-webhook CA", req.ca_days)?
+    };
     let server = ca.server(&sans, req.days)?;
     let client = ca.client(APISERVER_CLIENT_CN, req.days)?;
     let contents = [
@@ -247,14 +305,56 @@ pub fn write_bundle(req: &BundleRequest<'_>) -> Result<Bundle, CertsError> {
         path: req.out.to_owned(),
         source,
     })?;
-    for ((path, (_, secret)), text) in paths.iter().zip(BUNDLE_FILES).zip(contents) {
-        write_file(req.out, path, text.as_bytes(), secret, req.force)?;
+    let mut written = Vec::new();
+    for ((path, (name, secret)), text) in paths.iter().zip(BUNDLE_FILES).zip(contents) {
+        if req.renew && name.starts_with("ca.") {
+            continue;
+        }
+        write_file(
+            req.out,
+            path,
+            text.as_bytes(),
+            secret,
+            req.force || req.renew,
+        )?;
+        written.push(path.clone());
     }
     Ok(Bundle {
-        files: paths,
+        files: written,
         server_sans: sans,
         days: req.days,
+        renewed: req.renew,
     })
+}
+
+/// The CA an earlier run left in `dir`, if it can sign certificates valid
+/// for `days` more days.
+fn load_ca_for_renewal(dir: &Path, days: u32) -> Result<Ca, CertsError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| CertsError::Renew {
+            path: path.clone(),
+            why: format!(
+                "cannot read it ({e}); --renew keeps the CA an earlier `certs` run wrote there"
+            ),
+        })
+    };
+    let (cert_pem, key_pem) = (read("ca.crt")?, read("ca.key")?);
+    let (ca, not_after) = Ca::from_pem(&cert_pem, &key_pem).map_err(|why| CertsError::Renew {
+        path: dir.join("ca.crt"),
+        why,
+    })?;
+    let needed = crate::clock::unix_now() + u64::from(days) * 86_400;
+    if i64::try_from(needed).unwrap_or(i64::MAX) > not_after {
+        return Err(CertsError::Renew {
+            path: dir.join("ca.crt"),
+            why: format!(
+                "the CA expires in {} days, before certificates valid {days} days would; issue shorter ones (--days) or make a new CA (--force instead of --renew, then regenerate the kube-apiserver's kubeconfig)",
+                (not_after - i64::try_from(crate::clock::unix_now()).unwrap_or(0)).max(0) / 86_400
+            ),
+        });
+    }
+    Ok(ca)
 }
 
 /// Writes via a temporary file in the same directory: it is created 0600, so
@@ -329,7 +429,9 @@ mod tests {
             out: &out,
             server_sans: &sans,
             days: 30,
+            ca_days: 60,
             force: false,
+            renew: false,
         };
         let bundle = write_bundle(&req).expect("first write");
         assert_eq!(bundle.files.len(), BUNDLE_FILES.len());
@@ -372,7 +474,9 @@ mod tests {
             out: &out,
             server_sans: &sans,
             days: 30,
+            ca_days: 60,
             force: false,
+            renew: false,
         };
         assert!(matches!(write_bundle(&req), Err(CertsError::San(_))));
         let ok = vec!["x".to_owned()];
@@ -384,6 +488,64 @@ mod tests {
             }),
             Err(CertsError::Days(0))
         ));
+        assert!(matches!(
+            write_bundle(&BundleRequest {
+                server_sans: &ok,
+                ca_days: 10,
+                ..req
+            }),
+            Err(CertsError::CaDays { .. })
+        ));
+        assert!(matches!(
+            write_bundle(&BundleRequest {
+                server_sans: &ok,
+                renew: true,
+                ..req
+            }),
+            Err(CertsError::Renew { .. })
+        ));
         assert!(!out.exists());
+    }
+
+    #[test]
+    fn renew_keeps_the_ca_and_replaces_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().to_owned();
+        let sans = vec!["127.0.0.1".to_owned()];
+        let req = BundleRequest {
+            out: &out,
+            server_sans: &sans,
+            days: 30,
+            ca_days: 40,
+            force: false,
+            renew: false,
+        };
+        write_bundle(&req).expect("first write");
+        let read = |n: &str| std::fs::read(out.join(n)).expect("read");
+        let (ca, ca_key, tls, client) = (
+            read("ca.crt"),
+            read("ca.key"),
+            read("tls.crt"),
+            read("apiserver-client.crt"),
+        );
+        let bundle = write_bundle(&BundleRequest { renew: true, ..req }).expect("renewal");
+        assert_eq!(bundle.files.len(), 4, "the CA files are not rewritten");
+        assert_eq!(read("ca.crt"), ca);
+        assert_eq!(read("ca.key"), ca_key);
+        assert_ne!(read("tls.crt"), tls);
+        assert_ne!(read("apiserver-client.crt"), client);
+        // The CA (40 days) cannot back certificates valid for 50.
+        let e = write_bundle(&BundleRequest {
+            renew: true,
+            days: 50,
+            ca_days: 50,
+            ..req
+        })
+        .expect_err("CA too short");
+        assert!(e.to_string().contains("the CA expires in"), "{e}");
+        // A key that is not the CA's is refused.
+        std::fs::copy(out.join("tls.key"), out.join("ca.key")).expect("copy");
+        let e = write_bundle(&BundleRequest { renew: true, ..req }).expect_err("wrong key");
+        assert!(e.to_string().contains("does not belong"), "{e}");
     }
 }

@@ -46,9 +46,17 @@ enum Command {
         /// Validity of the serving and client certificates, in days.
         #[arg(long, default_value_t = 365)]
         days: u32,
-        /// Replace existing files.
-        #[arg(long)]
+        /// Validity of a new CA, in days.
+        #[arg(long, default_value_t = 3650)]
+        ca_days: u32,
+        /// Replace existing files, the CA included (the kube-apiserver's
+        /// webhook kubeconfig must then be regenerated).
+        #[arg(long, conflicts_with = "renew")]
         force: bool,
+        /// Keep ca.crt/ca.key in --out and issue new serving and client
+        /// certificates from them: renewal that changes no trust anchor.
+        #[arg(long)]
+        renew: bool,
     },
     /// Print the kubeconfig the kube-apiserver uses to call the webhook
     /// (--authentication-token-webhook-config-file), or with
@@ -119,12 +127,16 @@ fn main() -> ExitCode {
             out,
             server_sans,
             days,
+            ca_days,
             force,
+            renew,
         } => report(certs::write_bundle(&certs::BundleRequest {
             out: &out,
             server_sans: &server_sans,
             days,
+            ca_days,
             force,
+            renew,
         })),
         Command::Kubeconfig {
             server,

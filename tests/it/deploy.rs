@@ -746,10 +746,13 @@ async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
         .expect("server starts");
     let first = not_after(&pki.join("tls.crt"));
     assert_eq!(expiry_gauge(running.telemetry_addr).await, first);
+    let server_url = format!("https://{}/authenticate", running.addr);
+    let before = kubeconfig(&pki, &server_url, &[]);
+    let ca_before = std::fs::read(pki.join("ca.crt")).expect("read");
 
-    // Renewal the way the README says: a new bundle over the old one, and a
-    // new kubeconfig for the kube-apiserver.
-    stdout_of(&[
+    // Renewal as deploy/README.md says: new serving and client certificates
+    // from the same CA, picked up by the running webhook.
+    let out = stdout_of(&[
         "certs",
         "--out",
         path_str(&pki),
@@ -757,8 +760,14 @@ async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
         "127.0.0.1",
         "--days",
         "20",
-        "--force",
+        "--renew",
     ]);
+    assert!(out.contains("kept the CA"), "{out}");
+    assert_eq!(
+        std::fs::read(pki.join("ca.crt")).expect("read"),
+        ca_before,
+        "the CA stays"
+    );
     let renewed = not_after(&pki.join("tls.crt"));
     assert!(renewed < first - 60.0 * 86_400.0, "20 days instead of 90");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -769,16 +778,20 @@ async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let server_url = format!("https://{}/authenticate", running.addr);
-    let (url, client) = client_from_kubeconfig(&kubeconfig(&pki, &server_url, &[]));
+
     let now = unix_now();
     let token = efa.sign(
         &json!({"username": "admin", "roles": ["FabricAdmin"], "iat": now, "exp": now + 600}),
     );
-    let answer = post_review(&client, &url, &token)
-        .await
-        .expect("review over the renewed certificates");
-    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
-    assert_eq!(answer["status"]["user"]["username"], "admin");
+    // The kube-apiserver's old kubeconfig keeps working (same CA, its client
+    // certificate still valid): no outage between the two sides' updates.
+    for (what, text) in [("old", before), ("new", kubeconfig(&pki, &server_url, &[]))] {
+        let (url, client) = client_from_kubeconfig(&text);
+        let answer = post_review(&client, &url, &token)
+            .await
+            .unwrap_or_else(|e| panic!("review with the {what} kubeconfig: {e}"));
+        assert_eq!(answer["status"]["authenticated"], true, "{what}: {answer}");
+        assert_eq!(answer["status"]["user"]["username"], "admin");
+    }
     running.shutdown().await;
 }
