@@ -40,6 +40,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 venv="${DEPLOY_TOOLS_VENV:-$HOME/.cache/kube-authn-webhook/deploy-tools}"
+# Everything live is on loopback: never through a proxy.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 export PATH="$venv/bin:$PATH"
 py="$venv/bin/python"
 helper="$root/scripts/deploy_check.py"

@@ -88,7 +88,7 @@ def prometheus_rule_text():
     body = "\n".join(("  " + l) if l else l for l in lines[start:])
     return (
         "# Generated from dashboards/alerts.rules.yaml by\n"
-        "# `python3 scripts/deploy_check.py rules-sync --write`: edit that file, not this one.\n"
+        "# `bash scripts/check-deploy.sh sync-rules`: edit that file, not this one.\n"
         "apiVersion: monitoring.coreos.com/v1\n"
         "kind: PrometheusRule\n"
         "metadata:\n"
@@ -115,7 +115,7 @@ def cmd_rules_sync(args):
         have = ""
     if have != want:
         fail(f"{os.path.relpath(PROMETHEUS_RULE, ROOT)} differs from dashboards/alerts.rules.yaml; "
-             "run: python3 scripts/deploy_check.py rules-sync --write")
+             "run: bash scripts/check-deploy.sh sync-rules")
     rules = yaml.safe_load(open(RULES_FILE))
     spec = yaml.safe_load(have)["spec"]
     if spec != rules:
