@@ -368,6 +368,14 @@ prometheus --config.file="$live/prometheus.yml" --storage.tsdb.path="$live/prome
 pids+=($!)
 prom="http://127.0.0.1:$prom_port"
 wait_for "$prom/-/ready" 30 || die "Prometheus did not become ready"
+# Prometheus starts scraping only after its first target update (up to ~5 s).
+instant() { promtool query instant -o json "$prom" "$1" | jq -r '.[0].value[1] // 0'; }
+for _ in $(seq 60); do
+    [[ "$(instant 'count(authn_webhook_build_info{job="kube-authn-webhook"})')" == 1 ]] && break
+    sleep 0.5
+done
+[[ "$(instant 'count(authn_webhook_build_info{job="kube-authn-webhook"})')" == 1 ]] ||
+    die "Prometheus never scraped the webhook"
 # Traffic over a few scrapes, so rate() has samples to work with: reviews
 # (cache misses, then hits), a refusal, and a request that is not a TokenReview.
 sent=0
@@ -380,13 +388,13 @@ for _ in 1 2 3 4 5; do
     sent=$((sent + 2))
     sleep 1.2
 done
-# Wait until Prometheus has scraped the last of it.
+# Wait until Prometheus has scraped the last of it, a few times over (rate()
+# needs two samples in its window).
 want=$((sent + 1))
 for _ in $(seq 60); do
-    got="$(promtool query instant -o json "$prom" \
-        'sum(authn_webhook_tokenreviews_total{job="kube-authn-webhook",outcome="authenticated"})' |
-        jq -r '.[0].value[1] // 0')"
-    [[ "${got%.*}" -ge $want ]] && break
+    got="$(instant 'sum(authn_webhook_tokenreviews_total{job="kube-authn-webhook",outcome="authenticated"})')"
+    samples="$(instant 'min(count_over_time(authn_webhook_tokenreviews_total{job="kube-authn-webhook"}[1m]))')"
+    [[ "${got%.*}" -ge $want && "${samples%.*}" -ge 3 ]] && break
     sleep 0.5
 done
 [[ "${got%.*}" -ge $want ]] || die "Prometheus saw $got authenticated reviews, expected $want"

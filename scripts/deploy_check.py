@@ -27,6 +27,7 @@ import re
 import ssl
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 
@@ -292,21 +293,27 @@ def cmd_metric_names(args):
 
 
 def cmd_query_dashboard(args):
+    """Every panel query returns data; retried for a few seconds, since the
+    last scrapes may still be arriving."""
     base, dash = args
     queries, _ = dashboard_queries(dash)
-    empty = []
-    for where, expr in queries:
-        q = substitute(expr)
-        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": q})
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.load(resp)
-        if body.get("status") != "success":
-            fail(f"{where}: Prometheus refused {q!r}: {body}")
-        result = body["data"]["result"]
-        if not result:
-            empty.append(f"{where}: {q}")
-    if empty:
-        fail("\n  ".join(["dashboard queries without data:"] + empty))
+    deadline = time.monotonic() + 15
+    while True:
+        empty = []
+        for where, expr in queries:
+            q = substitute(expr)
+            url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                body = json.load(resp)
+            if body.get("status") != "success":
+                fail(f"{where}: Prometheus refused {q!r}: {body}")
+            if not body["data"]["result"]:
+                empty.append(f"{where}: {q}")
+        if not empty:
+            break
+        if time.monotonic() > deadline:
+            fail("\n  ".join(["dashboard queries without data:"] + empty))
+        time.sleep(1)
     print(f"ok: all {len(queries)} dashboard queries return data from the live Prometheus")
 
 
