@@ -147,6 +147,12 @@ impl Metrics {
         for r in ["success", "error"] {
             m.tls_reloads.with_label_values(&[r]);
         }
+        for outcome in ["authenticated", "rejected", "error"] {
+            m.duration.with_label_values(&[outcome]);
+        }
+        for code in ["400", "403", "404", "408", "413"] {
+            m.bad_requests.with_label_values(&[code]);
+        }
         m
     }
 
