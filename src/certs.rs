@@ -92,24 +92,25 @@ impl Ca {
     /// A serving certificate; entries of `sans` that parse as IP addresses
     /// become IP SANs, the rest DNS names.
     pub fn server(&self, sans: &[String], days: u32) -> Result<Issued, rcgen::Error> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(sans.to_vec())?;
-        params.distinguished_name = name(sans.first().map_or("kube-authn-webhook", String::as_str));
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        validity(&mut params, days);
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cn = sans.first().map_or("kube-authn-webhook", String::as_str);
+        self.leaf(sans, cn, ExtendedKeyUsagePurpose::ServerAuth, days)
     }
 
     pub fn client(&self, common_name: &str, days: u32) -> Result<Issued, rcgen::Error> {
+        self.leaf(&[], common_name, ExtendedKeyUsagePurpose::ClientAuth, days)
+    }
+
+    fn leaf(
+        &self,
+        sans: &[String],
+        common_name: &str,
+        usage: ExtendedKeyUsagePurpose,
+        days: u32,
+    ) -> Result<Issued, rcgen::Error> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut params = CertificateParams::new(sans.to_vec())?;
         params.distinguished_name = name(common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         validity(&mut params, days);
         let cert = params.signed_by(&key, &self.issuer)?;

@@ -8,13 +8,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
 }
 
-#[test]
-fn check_config_lists_every_problem_with_its_field() {
+/// A temporary directory holding tls.crt and tls.key.
+fn dir_with_serving_cert() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
     let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
     write(dir.path(), "tls.crt", &tls.cert_pem);
     write(dir.path(), "tls.key", &tls.key_pem);
+    dir
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_field() {
+    let dir = dir_with_serving_cert();
     let config = write(
         dir.path(),
         "config.yaml",
@@ -85,11 +91,7 @@ fn check_config_refuses_unknown_fields_and_unreadable_files() {
 
 #[test]
 fn check_config_accepts_a_good_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
-    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
-    write(dir.path(), "tls.crt", &tls.cert_pem);
-    write(dir.path(), "tls.key", &tls.key_pem);
+    let dir = dir_with_serving_cert();
     write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
     let config = write(
         dir.path(),

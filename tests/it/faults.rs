@@ -61,11 +61,8 @@ async fn keys_fault(name: &str, behaviour: Behaviour, label: &str, cause: &str) 
         "fetch failure counted as {label}"
     );
     assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("issuer", name), ("reason", "keys_unavailable")]
-        )
-        .await,
+        h.reviews(&[("issuer", name), ("reason", "keys_unavailable")])
+            .await,
         1.0
     );
     let lines = log_lines_of(name, "fetching issuer keys failed");

@@ -110,9 +110,7 @@ async fn a_rotated_secret_is_served_without_dropping_open_connections() {
     secret_swap(h.dir(), &next, 1);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            h.metric("authn_webhook_tls_reloads_total", &[("result", "success")])
-                .await
-                == 1.0
+            h.reloads("success").await == 1.0
         })
         .await,
         "the swapped Secret is loaded"
@@ -126,11 +124,7 @@ async fn a_rotated_secret_is_served_without_dropping_open_connections() {
     // The connection opened before the swap keeps working.
     let (code, answer) = exchange(&mut open, &review_body(&token)).await;
     assert_eq!(code, 200, "{answer}");
-    assert_eq!(
-        h.metric("authn_webhook_tls_reloads_total", &[("result", "error")])
-            .await,
-        0.0
-    );
+    assert_eq!(h.reloads("error").await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,9 +142,7 @@ async fn invalid_new_certificate_files_leave_the_old_ones_serving() {
     replace_file(h.dir(), "tls.crt", &a.cert_pem);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            h.metric("authn_webhook_tls_reloads_total", &[("result", "error")])
-                .await
-                >= 1.0
+            h.reloads("error").await >= 1.0
         })
         .await
     );
@@ -161,18 +153,12 @@ async fn invalid_new_certificate_files_leave_the_old_ones_serving() {
     assert!(logs().contains("new TLS files are not usable"));
     // Reported once, not on every check.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        h.metric("authn_webhook_tls_reloads_total", &[("result", "error")])
-            .await,
-        1.0
-    );
+    assert_eq!(h.reloads("error").await, 1.0);
     // Fixing the files is picked up.
     replace_file(h.dir(), "tls.key", &a.key_pem);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            h.metric("authn_webhook_tls_reloads_total", &[("result", "success")])
-                .await
-                == 1.0
+            h.reloads("success").await == 1.0
         })
         .await
     );
@@ -211,9 +197,7 @@ async fn a_new_client_ca_applies_to_new_handshakes() {
     replace_file(h.dir(), "ca.crt", &new_ca.cert_pem);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            h.metric("authn_webhook_tls_reloads_total", &[("result", "success")])
-                .await
-                == 1.0
+            h.reloads("success").await == 1.0
         })
         .await
     );
@@ -449,14 +433,6 @@ async fn reviews_stay_right_while_keys_and_certificates_rotate() {
     }
     assert_eq!(wrong.load(Ordering::SeqCst), 0, "no wrong answers");
     assert!(answered.load(Ordering::SeqCst) > 20);
-    assert_eq!(
-        h.metric("authn_webhook_tls_reloads_total", &[("result", "success")])
-            .await,
-        3.0
-    );
-    assert_eq!(
-        h.metric("authn_webhook_tls_reloads_total", &[("result", "error")])
-            .await,
-        0.0
-    );
+    assert_eq!(h.reloads("success").await, 3.0);
+    assert_eq!(h.reloads("error").await, 0.0);
 }

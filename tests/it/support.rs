@@ -152,6 +152,19 @@ pub fn dex_issuer_yaml(name: &str, issuer_url: &str) -> String {
     )
 }
 
+/// An HTTPS client trusting `ca_pem`, presenting `identity` when given.
+pub fn https_client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("ca pem"));
+    if let Some(id) = identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
+                .expect("client identity"),
+        );
+    }
+    builder.build().expect("client")
+}
+
 pub fn new_ca() -> Ca {
     Ca::new("test CA", 2).expect("test CA")
 }
@@ -237,21 +250,15 @@ impl Harness {
         let running = server::start(&config, opts.clock.clone())
             .await
             .expect("server starts");
-        let mut builder = reqwest::Client::builder().tls_certs_only(
-            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("ca pem"),
-        );
-        if opts.mtls {
-            let id = ca.client(opts.client_name, 2).expect("client cert");
-            builder = builder.identity(
-                reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
-                    .expect("client identity"),
-            );
-        }
+        let identity = opts
+            .mtls
+            .then(|| ca.client(opts.client_name, 2).expect("client cert"));
+        let client = https_client(&ca.cert_pem, identity.as_ref());
         Harness {
             _dir: dir,
             ca,
             running,
-            client: builder.build().expect("client"),
+            client,
             sent: Mutex::new(Vec::new()),
         }
     }
@@ -320,6 +327,18 @@ impl Harness {
             .expect("telemetry answers");
         let status = resp.status().as_u16();
         (status, resp.text().await.expect("telemetry body"))
+    }
+
+    /// TokenReviews counted with these labels (issuer, outcome, reason).
+    pub async fn reviews(&self, labels: &[(&str, &str)]) -> f64 {
+        self.metric("authn_webhook_tokenreviews_total", labels)
+            .await
+    }
+
+    /// Certificate reloads with this result (success, error).
+    pub async fn reloads(&self, result: &str) -> f64 {
+        self.metric("authn_webhook_tls_reloads_total", &[("result", result)])
+            .await
     }
 
     /// The sum of every series of `name` whose labels include `labels`.
