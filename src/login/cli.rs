@@ -302,16 +302,19 @@ fn usage(message: &str) -> ExitCode {
 
 /// Logs go to stderr (stdout is kubectl's); quiet unless --verbose or RUST_LOG.
 fn init_logging(verbose: bool) {
+    // Without --verbose only our own warnings: other crates' errors (e.g. the
+    // certificate verifier's) repeat what the error message already says.
     let default = if verbose {
         "warn,kube_authn_webhook=debug"
     } else {
-        "warn"
+        "off,kube_authn_webhook=warn"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .without_time()
         .try_init();

@@ -101,11 +101,12 @@ pub enum LoginError {
         why: String,
     },
 
-    #[error("a password is needed to log in to {endpoint} as {user}, but {why}")]
+    #[error("a password is needed to log in to {endpoint} as {user}, but {why}\n  {hint}")]
     NoPassword {
         endpoint: String,
         user: String,
         why: String,
+        hint: String,
     },
 
     #[error("token cache {}: {why}", .path.display())]

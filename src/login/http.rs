@@ -180,7 +180,7 @@ impl Http {
     }
 
     fn classify(&self, service: Service, url: &str, e: &reqwest::Error) -> LoginError {
-        let cause = crate::jwks::error_chain(e);
+        let cause = cause_text(e);
         if e.is_timeout() {
             return LoginError::Timeout {
                 service,
@@ -216,6 +216,25 @@ impl Http {
             url: url.to_owned(),
             cause,
         }
+    }
+}
+
+/// The cause without reqwest's and hyper's wrappers, which repeat the URL
+/// the message already names: "tcp connect error: Connection refused (os
+/// error 111)", "invalid peer certificate: UnknownIssuer".
+fn cause_text(e: &reqwest::Error) -> String {
+    let mut text = crate::jwks::error_chain(e);
+    if let Some(url) = e.url() {
+        text = text.replace(&format!("error sending request for url ({url}): "), "");
+        text = text.replace(&format!("error sending request for url ({url})"), "");
+    }
+    for wrapper in ["client error (Connect): ", "client error (SendRequest): "] {
+        text = text.replace(wrapper, "");
+    }
+    if text.trim().is_empty() {
+        "no details".to_owned()
+    } else {
+        text
     }
 }
 

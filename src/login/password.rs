@@ -6,7 +6,7 @@
 //! show in `ps` and shell history), is never logged and never cached.
 
 use std::fmt;
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 
 use super::error::LoginError;
 
@@ -87,10 +87,17 @@ impl PasswordSource {
     /// Reads the password. `prompt` names what it is for; `endpoint` and
     /// `user` go into error messages.
     pub fn read(&self, prompt: &str, endpoint: &str, user: &str) -> Result<Secret, LoginError> {
-        let fail = |why: String| LoginError::NoPassword {
+        let fail_with = |why: String, hint: &str| LoginError::NoPassword {
             endpoint: endpoint.to_owned(),
             user: user.to_owned(),
             why,
+            hint: hint.to_owned(),
+        };
+        let fail = |why: String| {
+            fail_with(
+                why,
+                "leave out --password-stdin and --password-env to be asked on the terminal",
+            )
         };
         let secret = match self {
             PasswordSource::Given(s) => s.clone(),
@@ -132,25 +139,27 @@ impl PasswordSource {
             PasswordSource::Prompt => match rpassword::prompt_password(prompt) {
                 Ok(p) => Secret::new(p),
                 Err(e) => {
-                    return Err(fail(format!(
-                        "the terminal could not be read ({e}): pass --password-stdin or --password-env"
-                    )));
+                    return Err(fail_with(
+                        format!("the terminal could not be read ({e})"),
+                        "pass --password-stdin or --password-env NAME",
+                    ));
                 }
             },
             PasswordSource::Unavailable => {
                 let under_kubectl = std::env::var_os("KUBERNETES_EXEC_INFO").is_some();
-                let why = if under_kubectl {
-                    "kubectl ran this plugin without a terminal: log in once from a terminal \
-                     (run the same `kube-authn-webhook login ...` command there, or any kubectl \
-                     command with interactiveMode: IfAvailable), or give the plugin \
-                     --password-env NAME"
-                } else if std::io::stdin().is_terminal() {
-                    "no password source was chosen"
+                return Err(if under_kubectl {
+                    fail_with(
+                        "kubectl ran this plugin without a terminal".to_owned(),
+                        "log in once from a terminal (run a kubectl command there, or this \
+                         `kube-authn-webhook login ...` command), or add --password-env NAME to \
+                         the plugin's args",
+                    )
                 } else {
-                    "stdin is not a terminal: pass --password-stdin (and pipe the password in) \
-                     or --password-env NAME"
-                };
-                return Err(fail(why.to_owned()));
+                    fail_with(
+                        "stdin is not a terminal".to_owned(),
+                        "pass --password-stdin (and pipe the password in) or --password-env NAME",
+                    )
+                });
             }
         };
         if secret.is_empty() {
