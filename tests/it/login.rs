@@ -1105,6 +1105,100 @@ async fn efa_token_from_the_plugin_is_accepted_by_the_webhook() {
     );
 }
 
+/// The whole chain with a real kubectl: the printed kubeconfig makes kubectl
+/// run the plugin, which logs in through the stand-ins; kubectl sends the
+/// token to an API server that asks our webhook. Skipped when kubectl is
+/// not installed, unless KUBE_AUTHN_WEBHOOK_REQUIRE_KUBECTL is set
+/// (scripts/check-deploy.sh sets it, having installed kubectl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_the_plugin_from_the_printed_kubeconfig() {
+    let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_owned());
+    if std::process::Command::new(&kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("KUBE_AUTHN_WEBHOOK_REQUIRE_KUBECTL").is_none(),
+            "kubectl ({kubectl}) not found"
+        );
+        eprintln!("skipped: no kubectl");
+        return;
+    }
+    let ca = new_ca();
+    let du = Pcd::start(&ca, Clock::System).await;
+    let api = ApiServer::start(&ca).await;
+    let sb = Sandbox::new(&ca.cert_pem);
+    let h = Harness::start(
+        ca,
+        &dex_issuer_yaml("pcd", &du.issuer()),
+        Options::default(),
+    )
+    .await;
+    assert!(h.running.wait_ready(Duration::from_secs(10)).await);
+    api.set_webhook(h.url("/authenticate"));
+
+    let ca_file = sb.ca().display().to_string();
+    let cache = sb.cache().display().to_string();
+    let out = sb
+        .command(&[
+            "login",
+            "pcd",
+            "--endpoint",
+            &du.url(),
+            "--username",
+            PCD_USER,
+            "--ca-file",
+            &ca_file,
+            "--cache-dir",
+            &cache,
+            "--password-env",
+            "PW",
+            "--print-kubeconfig",
+            "--cluster-server",
+            &api.url(),
+            "--cluster-ca",
+            &ca_file,
+            "--plugin-command",
+            env!("CARGO_BIN_EXE_kube-authn-webhook"),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kubeconfig = write(sb.dir.path(), "kubeconfig", &out.stdout);
+
+    for _ in 0..2 {
+        let out = tokio::process::Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["get", "--raw", "/version"])
+            .env_clear()
+            .env("HOME", sb.home())
+            .env("PW", PCD_PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl failed: {}{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let version: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(version["gitVersion"], "v1.32.0");
+    }
+    // Every request kubectl made carried the plugin's token.
+    let users = api.users();
+    assert!(users.len() >= 2, "{users:?}");
+    assert!(users.iter().all(|u| u == PCD_EMAIL), "{users:?}");
+    assert_eq!(api.requests(), users.len());
+    // Two kubectl processes, one login: the second used the cache.
+    assert_eq!(du.counts().keystone, 1);
+    assert_eq!(du.counts().dex_password, 1);
+}
+
 // --- The kubeconfig ---------------------------------------------------------------------
 
 /// `--print-kubeconfig` output equals the template in kubeconfig-templates/

@@ -698,3 +698,125 @@ async fn efa_refresh(req: HttpRequest, body: web::Bytes, s: web::Data<EfaState>)
     }
     efa_tokens(&s, true)
 }
+
+// --- A kube-apiserver, as far as kubectl's bearer tokens go ------------------------
+
+/// Answers `GET /version` for requests whose bearer token our webhook
+/// authenticates (a TokenReview per request, as the kube-apiserver sends
+/// with its cache off), 401 otherwise: enough for `kubectl get --raw
+/// /version` to prove kubectl ran the plugin and used its token.
+pub struct ApiServer {
+    state: Arc<ApiState>,
+    _handle: ServerHandle,
+    pub addr: SocketAddr,
+}
+
+struct ApiState {
+    client: reqwest::Client,
+    webhook: Mutex<Option<String>>,
+    record: Record,
+    users: Mutex<Vec<String>>,
+}
+
+impl ApiServer {
+    pub async fn start(ca: &Ca) -> ApiServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(ApiState {
+            client: reqwest::Client::builder()
+                .tls_certs_only(
+                    reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).unwrap(),
+                )
+                .build()
+                .unwrap(),
+            webhook: Mutex::new(None),
+            record: Record::default(),
+            users: Mutex::default(),
+        });
+        let s = state.clone();
+        let handle = start_server(ca, listener, move |cfg| {
+            cfg.app_data(web::Data::from(s.clone()))
+                .route("/version", web::get().to(api_version));
+        });
+        ApiServer {
+            state,
+            _handle: handle,
+            addr,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Where TokenReviews go.
+    pub fn set_webhook(&self, url: String) {
+        *lock(&self.state.webhook) = Some(url);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.state.record.count("version")
+    }
+
+    /// The user of every authenticated request.
+    pub fn users(&self) -> Vec<String> {
+        lock(&self.state.users).clone()
+    }
+}
+
+async fn api_version(req: HttpRequest, s: web::Data<ApiState>) -> HttpResponse {
+    s.record.call("version", &req, b"");
+    let unauthorized = || {
+        HttpResponse::Unauthorized().json(json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Unauthorized", "reason": "Unauthorized", "code": 401
+        }))
+    };
+    let Some(token) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return unauthorized();
+    };
+    let webhook = lock(&s.webhook).clone().unwrap();
+    let review = json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]}
+    });
+    let answer: Value = s
+        .client
+        .post(webhook)
+        .header("Content-Type", "application/json")
+        .body(review.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json_value()
+        .await;
+    if answer["status"]["authenticated"] != true {
+        return unauthorized();
+    }
+    lock(&s.users).push(
+        answer["status"]["user"]["username"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    );
+    HttpResponse::Ok().json(json!({
+        "major": "1", "minor": "32", "gitVersion": "v1.32.0",
+        "goVersion": "go1.23.0", "compiler": "gc", "platform": "linux/amd64"
+    }))
+}
+
+trait JsonValue {
+    async fn json_value(self) -> Value;
+}
+
+impl JsonValue for reqwest::Response {
+    async fn json_value(self) -> Value {
+        serde_json::from_slice(&self.bytes().await.unwrap()).unwrap()
+    }
+}
