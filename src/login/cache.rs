@@ -14,7 +14,6 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -187,9 +186,13 @@ impl Cache {
             .suffix(".tmp")
             .tempfile_in(&self.dir)
             .map_err(|e| err(format!("cannot create a temporary file: {e}")))?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| err(format!("cannot set mode 0600: {e}")))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| err(format!("cannot set mode 0600: {e}")))?;
+        }
         tmp.write_all(&json)
             .and_then(|()| tmp.as_file().sync_all())
             .map_err(|e| err(format!("cannot write: {e}")))?;
@@ -213,11 +216,14 @@ impl Cache {
     pub async fn lock(&self, timeout: Duration) -> Result<LockGuard, LoginError> {
         ensure_dir(&self.dir)?;
         let path = self.lock_path();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
             .open(&path)
             .map_err(|e| cache_err(&path, format!("cannot open the lock file: {e}")))?;
         let start = Instant::now();
@@ -294,15 +300,22 @@ fn remove_file(path: &Path) -> Result<bool, LoginError> {
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), LoginError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
+    let mut builder = DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
         .create(dir)
         .map_err(|e| cache_err(dir, format!("cannot create the directory: {e}")))
 }
 
 /// An entry someone made group- or world-readable goes back to 0600.
+#[cfg(unix)]
 fn tighten_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path)
         && meta.permissions().mode() & 0o077 != 0
     {
@@ -310,6 +323,10 @@ fn tighten_permissions(path: &Path) {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
 }
+
+/// Elsewhere the user profile's ACLs keep the cache private.
+#[cfg(not(unix))]
+fn tighten_permissions(_path: &Path) {}
 
 fn cache_err(path: &Path, why: String) -> LoginError {
     LoginError::Cache {
@@ -332,6 +349,7 @@ pub fn default_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<P
 mod tests {
     use super::*;
     use crate::login::{Endpoint, Target};
+    use std::os::unix::fs::PermissionsExt;
 
     fn target(user: &str) -> Target {
         Target::Efa {

@@ -161,6 +161,11 @@ pub fn run(cmd: LoginCommand) -> ExitCode {
              --password-env NAME",
         );
     }
+    if common.timeout.is_some_and(|t| t.is_zero())
+        || common.lock_timeout.is_some_and(|t| t.is_zero())
+    {
+        return usage("--timeout and --lock-timeout must be more than 0s");
+    }
     let target = match target {
         Ok(t) if t.username().trim().is_empty() => return usage("--username is empty"),
         Ok(t) => t,

@@ -50,13 +50,14 @@ pub enum LoginError {
     },
 
     #[error(
-        "{service} at {url} did not answer within {seconds} s\n  \
-         is the endpoint right and the service up? (--timeout sets the limit)"
+        "{service} at {url} did not answer within {}\n  \
+         is the endpoint right and the service up? (--timeout sets the limit)",
+        humantime::format_duration(*.limit)
     )]
     Timeout {
         service: Service,
         url: String,
-        seconds: u64,
+        limit: std::time::Duration,
     },
 
     #[error("{service} at {url} refused the user name or password for {user}\n  {hint}")]

@@ -185,7 +185,7 @@ impl Http {
             return LoginError::Timeout {
                 service,
                 url: url.to_owned(),
-                seconds: self.timeout.as_secs().max(1),
+                limit: self.timeout,
             };
         }
         if is_tls(e, &cause) {

@@ -223,7 +223,10 @@ pub async fn obtain(login: &Login) -> Result<Credential, LoginError> {
     if let Some(e) = cache.read(target)?
         && e.is_fresh(login.clock.now())
     {
-        tracing::debug!(expires_in = e.expiry - login.clock.now(), "cached token");
+        tracing::debug!(
+            expires_in = e.expiry.saturating_sub(login.clock.now()),
+            "cached token"
+        );
         return Ok(cached(e, Outcome::Cached));
     }
 

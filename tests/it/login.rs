@@ -594,6 +594,25 @@ async fn dex_refusing_the_grant_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_service_times_out_with_a_clear_message() {
+    let ca = new_ca();
+    let du = Pcd::start(&ca, Clock::System).await;
+    du.set_dex_delay(Duration::from_secs(3));
+    let sb = Sandbox::new(&ca.cert_pem);
+    let mut args = sb.pcd_args(&du.url());
+    args.extend(["--timeout".into(), "500ms".into()]);
+    let e = failure(&sb.run(&args, PCD_PASSWORD).await, &[PCD_PASSWORD]);
+    assert!(
+        e.contains(&format!(
+            "Dex at {}/dex/token did not answer within 500ms",
+            du.url()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("--timeout"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_failure_points_at_ca_file() {
     let ca = new_ca();
     let du = Pcd::start(&ca, Clock::System).await;
