@@ -264,11 +264,27 @@ pub async fn obtain(login: &Login) -> Result<Credential, LoginError> {
         }
     }
 
-    let password = login.password.read(
+    let password = match login.password.read(
         &target.password_prompt(),
         target.endpoint().as_str(),
         target.username(),
-    )?;
+    ) {
+        Ok(p) => p,
+        // No way to ask (kubectl without a terminal): a token that has not
+        // expired yet still beats failing; the notice says what to do.
+        Err(e @ LoginError::NoPassword { .. }) => match entry {
+            Some(old) if old.is_unexpired(login.clock.now()) => {
+                let left = old.expiry.saturating_sub(login.clock.now());
+                let mut c = cached(old, Outcome::CachedRenewalFailed);
+                c.notices.push(format!(
+                    "the token expires in {left} s and could not be renewed: {e}"
+                ));
+                return Ok(c);
+            }
+            _ => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let issued = match target {
         Target::Pcd { .. } => pcd::login(&http, target, &password, login.clock.now()).await?,
         Target::Efa { .. } => efa::login(&http, target, &password, login.clock.now()).await?,

@@ -364,17 +364,28 @@ async fn pcd_refused_refresh_falls_back_to_a_full_login() {
     );
     assert!(du.refresh_token_is_valid(sb.entry()["refresh_token"].as_str().unwrap()));
 
-    // Refused again, and this time no password: the error says how to give one.
+    // Refused again, and this time no password. While the token has not
+    // expired it is still handed out, with a notice saying why...
     du.revoke_refresh_tokens();
-    clock.set(second.expiry + 10);
-    let e = obtain(&in_process(
+    let no_password = in_process(
         &sb,
         pcd_target(&du.url()),
         PasswordSource::Unavailable,
         &clock,
-    ))
-    .await
-    .unwrap_err();
+    );
+    clock.set(second.expiry - 30);
+    let c = obtain(&no_password).await.unwrap();
+    assert_eq!(c.outcome, Outcome::CachedRenewalFailed);
+    assert_eq!(c.token, second.token);
+    assert!(c.notices[0].contains("expires in 30 s"), "{:?}", c.notices);
+    assert!(
+        c.notices[0].contains("a password is needed"),
+        "{:?}",
+        c.notices
+    );
+    // ...and once it has, the error says how to give a password.
+    clock.set(second.expiry + 10);
+    let e = obtain(&no_password).await.unwrap_err();
     assert!(matches!(e, LoginError::NoPassword { .. }), "{e}");
     assert!(du.problems().is_empty(), "{:?}", du.problems());
 }
