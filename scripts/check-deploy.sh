@@ -7,7 +7,7 @@
 #
 # What is checked, by what:
 #   yamllint          every YAML file in the repository (.yamllint), and the
-#                     YAML the kubeconfig command prints
+#                     YAML the kubeconfig and login --print-kubeconfig commands print
 #   hadolint          deploy/Dockerfile
 #   kubectl kustomize every kustomization renders; python: each lists every
 #                     manifest in its directory
@@ -30,6 +30,10 @@
 #                     webhook, loads the alert rules, and every dashboard
 #                     query returns data
 #   python            the webhook kubeconfig templates equal `kubeconfig` output
+#   kubectl           runs `login pcd` as its exec credential plugin from a
+#                     --print-kubeconfig kubeconfig, against loopback Keystone/
+#                     resmgr/Dex stand-ins and an API server asking the webhook
+#                     (the integration test, here with kubectl required)
 #
 #   bash scripts/check-deploy.sh sync-rules   regenerates the PrometheusRule
 #
@@ -133,11 +137,18 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/O=Extreme Networks/CN
 "$bin" kubeconfig --server https://10.96.100.100/authenticate --ca "$work/pki/ca.crt" \
     --client-cert "$work/pki/apiserver-client.crt" --client-key "$work/pki/apiserver-client.key" \
     --format openshift-secret >"$work/webhook-kubeconfig-secret.yaml"
+# A kubectl user's kubeconfigs running the login plugin.
+"$bin" login pcd --endpoint https://du.example.com --username jane@example.com --domain Default \
+    --project service --ca-file "$work/pki/ca.crt" --print-kubeconfig \
+    --cluster-server https://api.example.com:6443 --cluster-ca "$work/pki/ca.crt" >"$work/user-pcd-kubeconfig.yaml"
+"$bin" login efa --endpoint https://efa.example.com --username netadmin --client-id xco \
+    --print-kubeconfig --cluster-server https://api.example.com:6443 >"$work/user-efa-kubeconfig.yaml"
 ok
 
 step "yamllint (every YAML file, and the kubeconfig command's output)"
 yamllint --strict -c .yamllint .
-yamllint --strict -c .yamllint "$work/webhook-kubeconfig.yaml" "$work/webhook-kubeconfig-secret.yaml"
+yamllint --strict -c .yamllint "$work/webhook-kubeconfig.yaml" "$work/webhook-kubeconfig-secret.yaml" \
+    "$work/user-pcd-kubeconfig.yaml" "$work/user-efa-kubeconfig.yaml"
 echo "ok: $(git ls-files -co --exclude-standard '*.yaml' '*.yml' | wc -l) YAML files"
 ok
 
@@ -243,6 +254,19 @@ ok
 
 step "kubeconfig templates match the kubeconfig command"
 "$py" "$helper" kubeconfig-templates "$work/webhook-kubeconfig.yaml" kubeconfig-templates
+ok
+
+step "kubectl runs the login plugin (exec credential) end to end"
+# kubectl parses the printed kubeconfigs...
+for f in "$work/user-pcd-kubeconfig.yaml" "$work/user-efa-kubeconfig.yaml"; do
+    kubectl --kubeconfig "$f" config view -o jsonpath='{.users[0].user.exec.apiVersion}{"\n"}' |
+        grep -qx 'client.authentication.k8s.io/v1' || die "kubectl does not read $f's exec user"
+done
+# ...and runs the plugin from one against stand-ins and the webhook.
+out="$(KUBE_AUTHN_WEBHOOK_REQUIRE_KUBECTL=1 cargo test --locked --quiet --test it \
+    login::kubectl_runs_the_plugin_from_the_printed_kubeconfig 2>&1)" || { echo "$out"; die "the kubectl test failed"; }
+grep -q '^test result: ok. 1 passed' <<<"$out" || { echo "$out"; die "the kubectl test did not run"; }
+echo "ok: kubectl ran the plugin and the webhook authenticated its token"
 ok
 
 step "live: webhook (serve) with a loopback JWKS issuer"

@@ -394,7 +394,7 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
 
 /// reqwest's Display stops at the outermost error; TLS and DNS causes are
 /// further down, and they are what an operator needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

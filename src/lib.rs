@@ -12,6 +12,7 @@ pub mod dev_issuer;
 pub mod jwks;
 pub mod kubeconfig;
 pub mod logging;
+pub mod login;
 pub mod metrics;
 pub mod review;
 pub mod server;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kube_authn_webhook::config::Config;
-use kube_authn_webhook::{certs, clock::Clock, demo, kubeconfig, logging, server};
+use kube_authn_webhook::{certs, clock::Clock, demo, kubeconfig, logging, login, server};
 
 /// Kubernetes TokenReview webhook for Dex id_tokens and Extreme EFA/XCO tokens.
 #[derive(Parser)]
@@ -81,6 +81,12 @@ enum Command {
         #[arg(long)]
         secret_name: Option<String>,
     },
+    /// For kubectl users: log in to PCD-K (Keystone, Dex) or EFA and print
+    /// a token as a client-go exec credential plugin (ExecCredential on
+    /// stdout), cached until shortly before it expires. `--print-kubeconfig`
+    /// prints a kubeconfig that runs it.
+    #[command(subcommand)]
+    Login(Box<login::cli::LoginCommand>),
 }
 
 /// EX_CONFIG from sysexits.h: the config is wrong, restarting will not help.
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Login(cmd) => login::cli::run(*cmd),
     }
 }
 

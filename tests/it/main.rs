@@ -10,4 +10,6 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod login;
+mod standins;
 mod support;
