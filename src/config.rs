@@ -16,6 +16,26 @@ use crate::verify::keys::{self, VerifyKey};
 /// Issuer name used in metrics and logs for tokens no issuer claims.
 pub const UNMATCHED_ISSUER: &str = "unmatched";
 
+/// No file the config names (nor the config itself) may be larger: a path
+/// mistyped as /dev/zero must fail, not fill the memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a whole file of at most `MAX_FILE_BYTES`.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB; is this the right file?",
+            MAX_FILE_BYTES / 1024 / 1024
+        )));
+    }
+    Ok(buf)
+}
+
 mod raw {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -41,6 +61,8 @@ mod raw {
         pub tls: Tls,
         pub max_body_bytes: Option<u64>,
         pub request_timeout: Option<String>,
+        pub read_timeout: Option<String>,
+        pub shutdown_grace: Option<String>,
         pub max_connections: Option<usize>,
         pub workers: Option<usize>,
     }
@@ -51,6 +73,8 @@ mod raw {
         pub cert_file: PathBuf,
         pub key_file: PathBuf,
         pub client_ca_file: Option<PathBuf>,
+        pub allowed_client_names: Option<Vec<String>>,
+        pub reload_interval: Option<String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -129,6 +153,11 @@ pub struct Server {
     /// Deadline for one review, including any key refetch it waits on. Below
     /// the kube-apiserver's own 30 s so it gets an answer rather than a timeout.
     pub request_timeout: Duration,
+    /// A client must send its whole request (headers, then body) within this;
+    /// slow senders are cut off.
+    pub read_timeout: Duration,
+    /// On SIGTERM, how long in-flight reviews get to finish.
+    pub shutdown_grace: Duration,
     pub max_connections: usize,
     pub workers: usize,
 }
@@ -138,6 +167,11 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub client_ca_file: Option<PathBuf>,
+    /// When non-empty, a client certificate must name one of these (subject
+    /// CN or a DNS SAN); others get 403.
+    pub allowed_client_names: Vec<String>,
+    /// How often the files are checked for a new certificate or CA.
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +286,9 @@ const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 const DEFAULT_TELEMETRY_LISTEN: &str = "0.0.0.0:9090";
 const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
@@ -265,13 +302,15 @@ impl Config {
     /// Reads and validates a config file; relative paths in it are taken from
     /// the file's own directory (as kubeconfig does).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        let fail = |message: String| ConfigError {
             file: path.to_owned(),
             problems: vec![Problem {
                 field: String::new(),
-                message: format!("cannot read the file: {e}"),
+                message,
             }],
-        })?;
+        };
+        let bytes = read_file(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
         Self::from_yaml(&text, path)
     }
 
@@ -331,7 +370,7 @@ impl Validator {
 
     fn read(&mut self, field: &str, p: &Path) -> Option<Vec<u8>> {
         let full = self.path(p);
-        match std::fs::read(&full) {
+        match read_file(&full) {
             Ok(b) => Some(b),
             Err(e) => {
                 self.problem(field, format!("cannot read {}: {e}", full.display()));
@@ -400,11 +439,33 @@ impl Validator {
 
     fn server(&mut self, raw: raw::Server) -> Server {
         let listen = self.socket_addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+        let reload_interval = self.duration(
+            "server.tls.reload_interval",
+            raw.tls.reload_interval.as_deref(),
+            DEFAULT_RELOAD_INTERVAL,
+        );
+        if reload_interval < Duration::from_millis(100) {
+            self.problem("server.tls.reload_interval", "must be at least 100ms");
+        }
         let tls = TlsFiles {
             cert_file: self.path(&raw.tls.cert_file),
             key_file: self.path(&raw.tls.key_file),
             client_ca_file: raw.tls.client_ca_file.as_deref().map(|p| self.path(p)),
+            allowed_client_names: raw.tls.allowed_client_names.unwrap_or_default(),
+            reload_interval,
         };
+        if !tls.allowed_client_names.is_empty() && tls.client_ca_file.is_none() {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "needs client_ca_file: without client certificates there are no names to check",
+            );
+        }
+        if tls.allowed_client_names.iter().any(|n| n.trim().is_empty()) {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "a name must not be empty",
+            );
+        }
         if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
             self.problem("server.tls", e.to_string());
         }
@@ -431,6 +492,22 @@ impl Validator {
                 "must be between 1s and 29s: the kube-apiserver gives up on a webhook after 30s",
             );
         }
+        let read_timeout = self.duration(
+            "server.read_timeout",
+            raw.read_timeout.as_deref(),
+            DEFAULT_READ_TIMEOUT,
+        );
+        if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(60) {
+            self.problem("server.read_timeout", "must be between 100ms and 60s");
+        }
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        );
+        if shutdown_grace > Duration::from_secs(300) {
+            self.problem("server.shutdown_grace", "must be at most 5m");
+        }
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
             self.problem("server.max_connections", "must be at least 1");
@@ -446,6 +523,8 @@ impl Validator {
             tls,
             max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
             request_timeout,
+            read_timeout,
+            shutdown_grace,
             max_connections,
             workers,
         }
@@ -907,4 +986,48 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     name.parse::<Algorithm>().map_err(|_| {
         format!("{name:?} is not a JWS algorithm: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (or HS256/384/512 for an efa shared secret)")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_that_could_spell_system_are_refused() {
+        for p in ["system:", "system:x", "s", "sys", "system"] {
+            assert!(could_make_system_name(p), "{p}");
+        }
+        for p in ["", "efa:", "oidc:", "systems:", "x-system:"] {
+            assert!(!could_make_system_name(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm() {
+        assert!(
+            parse_algorithm("none")
+                .unwrap_err()
+                .contains("never accepted")
+        );
+        assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+        assert!(parse_algorithm("rs256").is_err());
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_says_where() {
+        let err = Config::from_yaml("server: [", Path::new("/etc/x/config.yaml")).unwrap_err();
+        assert_eq!(err.file, Path::new("/etc/x/config.yaml"));
+        assert!(err.to_string().contains("not a valid config"));
+        let err = Config::from_yaml(
+            "server: {tls: {cert_file: a, key_file: b}}\nissuers:\n  - {name: x, kind: ldap}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.field == "issuers[0] (x).kind"),
+            "{err}"
+        );
+    }
 }

@@ -394,7 +394,7 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
 
 /// reqwest's Display stops at the outermost error; TLS and DNS causes are
 /// further down, and they are what an operator needs.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -406,4 +406,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(CACHE_CONTROL, v.parse().unwrap());
+            max_age(&m)
+        };
+        assert_eq!(
+            h("max-age=600, must-revalidate"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(h("public, Max-Age=\"120\""), Some(Duration::from_secs(120)));
+        assert_eq!(h("no-cache"), None);
+        assert_eq!(h("max-age=soon"), None);
+        assert_eq!(max_age(&HeaderMap::new()), None);
+    }
 }

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kube_authn_webhook::config::Config;
-use kube_authn_webhook::{clock::Clock, demo, logging, server};
+use kube_authn_webhook::{certs, clock::Clock, demo, kubeconfig, logging, login, server};
 
 /// Kubernetes TokenReview webhook for Dex id_tokens and Extreme EFA/XCO tokens.
 #[derive(Parser)]
@@ -31,6 +31,62 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Write a private CA (ca.crt, ca.key), the webhook's serving certificate
+    /// (tls.crt, tls.key) and a client certificate for the kube-apiserver
+    /// (apiserver-client.crt, apiserver-client.key). Keys are mode 0600.
+    Certs {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma-separated DNS names and IP addresses the kube-apiserver
+        /// reaches the webhook at, e.g. 127.0.0.1 for a sidecar, or the
+        /// Service's ClusterIP.
+        #[arg(long = "server-san", value_delimiter = ',', required = true)]
+        server_sans: Vec<String>,
+        /// Validity of the serving and client certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Validity of a new CA, in days.
+        #[arg(long, default_value_t = 3650)]
+        ca_days: u32,
+        /// Replace existing files, the CA included (the kube-apiserver's
+        /// webhook kubeconfig must then be regenerated).
+        #[arg(long, conflicts_with = "renew")]
+        force: bool,
+        /// Keep ca.crt/ca.key in --out and issue new serving and client
+        /// certificates from them: renewal that changes no trust anchor.
+        #[arg(long)]
+        renew: bool,
+    },
+    /// Print the kubeconfig the kube-apiserver uses to call the webhook
+    /// (--authentication-token-webhook-config-file), or with
+    /// --format openshift-secret the Secret for OpenShift's Authentication
+    /// resource. Certificates and key are inlined; nothing refers to files.
+    Kubeconfig {
+        /// The URL TokenReviews are POSTed to, e.g. https://127.0.0.1:8443/authenticate.
+        #[arg(long)]
+        server: String,
+        /// PEM CA certificate that signed the webhook's serving certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// PEM client certificate the kube-apiserver presents (mTLS).
+        #[arg(long)]
+        client_cert: PathBuf,
+        /// PEM private key of --client-cert.
+        #[arg(long)]
+        client_key: PathBuf,
+        #[arg(long, value_enum, default_value = "kubeconfig")]
+        format: kubeconfig::Format,
+        /// Name of the Secret (openshift-secret only) [default: kube-authn-webhook-kubeconfig].
+        #[arg(long)]
+        secret_name: Option<String>,
+    },
+    /// For kubectl users: log in to PCD-K (Keystone, Dex) or EFA and print
+    /// a token as a client-go exec credential plugin (ExecCredential on
+    /// stdout), cached until shortly before it expires. `--print-kubeconfig`
+    /// prints a kubeconfig that runs it.
+    #[command(subcommand)]
+    Login(Box<login::cli::LoginCommand>),
 }
 
 /// EX_CONFIG from sysexits.h: the config is wrong, restarting will not help.
@@ -73,6 +129,63 @@ fn main() -> ExitCode {
             })
         }
         Command::Demo { once } => run(demo::run(once)),
+        Command::Certs {
+            out,
+            server_sans,
+            days,
+            ca_days,
+            force,
+            renew,
+        } => report(certs::write_bundle(&certs::BundleRequest {
+            out: &out,
+            server_sans: &server_sans,
+            days,
+            ca_days,
+            force,
+            renew,
+        })),
+        Command::Kubeconfig {
+            server,
+            ca,
+            client_cert,
+            client_key,
+            format,
+            secret_name,
+        } => match kubeconfig::generate(&kubeconfig::Request {
+            server: &server,
+            ca_file: &ca,
+            client_cert_file: &client_cert,
+            client_key_file: &client_key,
+            format,
+            secret_name: secret_name.as_deref(),
+        }) {
+            Ok(out) => {
+                for w in &out.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", out.yaml);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Login(cmd) => login::cli::run(*cmd),
+    }
+}
+
+/// Prints a command's summary to stdout, or its error to stderr.
+fn report<T: std::fmt::Display, E: std::fmt::Display>(r: Result<T, E>) -> ExitCode {
+    match r {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -17,8 +17,10 @@ pub struct Metrics {
     pub jwks_keys: IntGaugeVec,
     pub jwks_last_success: GaugeVec,
     pub bad_requests: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub start_time: Gauge,
+    pub tls_cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +92,14 @@ impl Metrics {
                 &["code"],
             )
             .expect("static metric definition"),
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_tls_reloads_total",
+                    "Changes to the serving certificate, key or client CA seen on disk, by result (success, error: old files kept).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             build_info: IntGaugeVec::new(
                 Opts::new("authn_webhook_build_info", "Always 1; the version label says which build runs."),
                 &["version"],
@@ -98,6 +108,11 @@ impl Metrics {
             start_time: Gauge::new(
                 "authn_webhook_start_time_seconds",
                 "Unix time the process started serving.",
+            )
+            .expect("static metric definition"),
+            tls_cert_expiry: Gauge::new(
+                "authn_webhook_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the serving certificate expires (its notAfter); 0 if it could not be read.",
             )
             .expect("static metric definition"),
             registry,
@@ -111,8 +126,10 @@ impl Metrics {
             Box::new(m.jwks_keys.clone()),
             Box::new(m.jwks_last_success.clone()),
             Box::new(m.bad_requests.clone()),
+            Box::new(m.tls_reloads.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
+            Box::new(m.tls_cert_expiry.clone()),
         ];
         for c in collectors {
             m.registry
@@ -126,6 +143,15 @@ impl Metrics {
         // Both results exist from the start so rate() works before the first hit.
         for r in ["hit", "miss"] {
             m.cache_lookups.with_label_values(&[r]);
+        }
+        for r in ["success", "error"] {
+            m.tls_reloads.with_label_values(&[r]);
+        }
+        for outcome in ["authenticated", "rejected", "error"] {
+            m.duration.with_label_values(&[outcome]);
+        }
+        for code in ["400", "403", "404", "408", "413"] {
+            m.bad_requests.with_label_values(&[code]);
         }
         m
     }

@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::tokenreview::{
     ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus,
 };
-use crate::verify::{Identity, Rejection, Verifier, VerifyError};
+use crate::verify::{Identity, Rejection, Verifier, VerifyError, jwt};
 
 /// A request that is not a TokenReview we can answer. Mapped to HTTP in
 /// `server` (the only place that knows about status codes).
@@ -23,6 +23,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("no such endpoint: POST a TokenReview to /authenticate")]
     NotFound,
+    #[error("the client certificate names no caller allowed by server.tls.allowed_client_names")]
+    Forbidden,
+    #[error("the request body did not arrive within the read timeout")]
+    RequestTimeout,
 }
 
 pub struct Reviewer {
@@ -64,8 +68,7 @@ impl Reviewer {
     /// Answers a TokenReview request body with the response body.
     pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
-        let request: TokenReviewRequest = serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not a TokenReview: {e}")))?;
+        let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
         if request.kind != KIND {
             return Err(ApiError::BadRequest(format!(
                 "kind is {:?}; expected \"TokenReview\"",
@@ -164,17 +167,35 @@ impl Reviewer {
         hash: &TokenHash,
         now: u64,
     ) -> (Option<Arc<str>>, Result<Verdict, VerifyError>) {
-        let outcome = match tokio::time::timeout(
-            self.request_timeout,
-            self.verifier.verify(token, now),
-        )
-        .await
-        {
-            Ok(o) => o,
-            Err(_) => return (None, Err(VerifyError::Timeout(self.request_timeout))),
+        // Taken apart and routed before the deadline starts, so a timeout
+        // keeps its issuer label; the claims are read, not yet built.
+        let jwt = jwt::split(token);
+        let claims = match &jwt {
+            Ok(j) => jwt::Claims::parse(&j.payload),
+            Err(r) => Err(*r),
         };
-        let issuer = outcome.issuer.map(|i| i.name.clone());
-        match outcome.result {
+        let routed = match (&jwt, &claims) {
+            (Ok(j), Ok(c)) => self.verifier.route(c).map(|issuer| (j, c, issuer)),
+            (Err(r), _) | (_, Err(r)) => Err(*r),
+        };
+        let (jwt, claims, issuer) = match routed {
+            Ok(routed) => routed,
+            Err(r) => {
+                self.cache.insert_rejection(*hash, None, r).await;
+                return (
+                    None,
+                    Ok(Verdict::Rejected {
+                        issuer: None,
+                        rejection: r,
+                    }),
+                );
+            }
+        };
+        let result = tokio::time::timeout(self.request_timeout, issuer.verify(jwt, claims, now))
+            .await
+            .unwrap_or(Err(VerifyError::Timeout(self.request_timeout)));
+        let issuer = Some(issuer.name.clone());
+        match result {
             Ok(v) => {
                 if v.dropped_system_groups > 0 {
                     tracing::warn!(
@@ -201,6 +222,23 @@ impl Reviewer {
             Err(e) => (issuer, Err(e)),
         }
     }
+}
+
+/// serde_json quotes offending values ("invalid type: string \"eyJ...\""),
+/// and a misplaced token is still a token: say where, not what.
+fn decode_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "is not valid JSON",
+        Category::Eof => "ends in the middle of the JSON",
+        Category::Data => "has a field of the wrong type",
+        Category::Io => "could not be read",
+    };
+    ApiError::BadRequest(format!(
+        "body is not a TokenReview: it {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
 }
 
 fn verdict_issuer(v: &Verdict) -> Option<Arc<str>> {

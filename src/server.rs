@@ -18,7 +18,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::review::{ApiError, Reviewer};
-use crate::tls::{self, CertResolver};
+use crate::tls::{self, TlsReloader};
 
 /// The TokenReview paths: the kube-apiserver posts to whatever its kubeconfig
 /// names, so the API-style paths work too. The body decides the version.
@@ -33,7 +33,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Set on shutdown: /readyz turns red so load balancers stop sending.
     pub draining: AtomicBool,
-    pub cert_resolver: Arc<CertResolver>,
+    pub tls: Arc<TlsReloader>,
+    /// Client certificate names allowed to ask (empty: any the CA signed).
+    pub allowed_client_names: Vec<String>,
+    pub read_timeout: Duration,
 }
 
 impl AppState {
@@ -70,8 +73,8 @@ pub struct Running {
 pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Handle::current();
     let reviewer = Reviewer::from_config(config, clock, &runtime).map_err(StartError::Issuer)?;
-    let server_tls = tls::server_tls(&config.server.tls)?;
-    let mut tasks = Vec::new();
+    let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
+    let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
     for issuer in reviewer.verifier.issuers() {
         if let Some(remote) = &issuer.remote {
             tasks.push(tokio::spawn(remote.clone().refresh_forever()));
@@ -81,7 +84,9 @@ pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError>
         reviewer,
         max_body_bytes: config.server.max_body_bytes,
         draining: AtomicBool::new(false),
-        cert_resolver: server_tls.resolver.clone(),
+        tls: server_tls.reloader.clone(),
+        allowed_client_names: config.server.tls.allowed_client_names.clone(),
+        read_timeout: config.server.read_timeout,
     });
 
     let listener = bind(config.server.listen)?;
@@ -99,10 +104,13 @@ pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError>
     .workers(workers)
     // actix counts connections per worker.
     .max_connections(config.server.max_connections.div_ceil(workers).max(1))
-    .client_request_timeout(Duration::from_secs(5))
+    .on_connect(remember_client_names)
+    // Slow senders (slowloris) are cut: headers within read_timeout here, the
+    // body within read_timeout in `review`, the handshake within 5 s.
+    .client_request_timeout(config.server.read_timeout)
     .client_disconnect_timeout(Duration::from_secs(2))
     .tls_handshake_timeout(Duration::from_secs(5))
-    .shutdown_timeout(25)
+    .shutdown_timeout(config.server.shutdown_grace.as_secs())
     .disable_signals()
     .listen_rustls_0_23(listener, server_tls.config)
     .map_err(|source| StartError::Bind {
@@ -188,15 +196,67 @@ impl Running {
 
     /// Stops accepting, turns /readyz red, lets in-flight reviews finish
     /// (within the shutdown timeout), then stops telemetry and key refresh.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.server.stop(true).await;
         self.telemetry.stop(true).await;
-        for t in self.tasks {
+        for t in &self.tasks {
             t.abort();
         }
         tracing::info!("stopped");
     }
+}
+
+/// Names of the client certificate (subject CN and DNS SANs), kept per
+/// connection so requests can be checked against `allowed_client_names`.
+#[derive(Clone, Debug)]
+struct ClientNames(Vec<String>);
+
+fn remember_client_names(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    let Some(stream) = conn.downcast_ref::<Tls>() else {
+        return;
+    };
+    let names = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| tls::certificate_names(cert))
+        .unwrap_or_default();
+    ext.insert(ClientNames(names));
+}
+
+fn caller_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || req
+            .conn_data::<ClientNames>()
+            .is_some_and(|names| names.0.iter().any(|n| allowed.contains(n)))
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 async fn review(
@@ -205,24 +265,15 @@ async fn review(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let result = async {
-        let limit = state.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ApiError::PayloadTooLarge { limit });
+        if !caller_allowed(&req, &state.allowed_client_names) {
+            return Err(ApiError::Forbidden);
         }
-        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = tokio::time::timeout(
+            state.read_timeout,
+            read_body(&req, &mut payload, state.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
         state.reviewer.review_body(&body).await
     }
     .await;
@@ -254,6 +305,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -263,6 +316,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::PayloadTooLarge { .. } => "RequestEntityTooLarge",
             ApiError::NotFound => "NotFound",
+            ApiError::Forbidden => "Forbidden",
+            ApiError::RequestTimeout => "Timeout",
         };
         HttpResponse::build(code).json(serde_json::json!({
             "kind": "Status",

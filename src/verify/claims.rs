@@ -136,3 +136,99 @@ fn scalar_string(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping(user: &[&str], prefix: &str) -> ClaimMapping {
+        let p = |names: &[&str]| names.iter().map(|n| ClaimPath::parse(n).unwrap()).collect();
+        ClaimMapping {
+            username: p(user),
+            username_prefix: prefix.to_owned(),
+            groups: p(&["groups", "roles"]),
+            groups_prefix: prefix.to_owned(),
+            uid: p(&["sub"]),
+            extra: vec![(
+                "k/connector".to_owned(),
+                ClaimPath::parse("federated.connector_id").unwrap(),
+            )],
+        }
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn first_present_username_claim_wins() {
+        let m = mapping(&["email", "name"], "");
+        let u = m
+            .map(&claims(json!({"name": "jane", "email": ""})))
+            .unwrap()
+            .user;
+        assert_eq!(u.username, "jane", "an empty email is absent");
+        let u = m
+            .map(&claims(json!({"name": "jane", "email": "j@x"})))
+            .unwrap()
+            .user;
+        assert_eq!(u.username, "j@x");
+        assert_eq!(
+            m.map(&claims(json!({"sub": "s"}))).err(),
+            Some(Rejection::NoUsername)
+        );
+    }
+
+    #[test]
+    fn unverified_email_refused_only_when_email_is_the_username() {
+        let m = mapping(&["email", "name"], "");
+        for v in [json!(false), json!("false"), json!("FALSE")] {
+            let c = claims(json!({"email": "j@x", "email_verified": v}));
+            assert_eq!(m.map(&c).err(), Some(Rejection::EmailUnverified));
+        }
+        let by_name = mapping(&["name"], "");
+        let c = claims(json!({"name": "jane", "email": "j@x", "email_verified": false}));
+        assert_eq!(by_name.map(&c).unwrap().user.username, "jane");
+    }
+
+    #[test]
+    fn groups_string_or_list_with_prefix_and_system_dropped() {
+        let m = mapping(&["username"], "efa:");
+        let out = m
+            .map(&claims(json!({"username": "a", "roles": "SystemAdmin"})))
+            .unwrap();
+        assert_eq!(out.user.groups, vec!["efa:SystemAdmin"]);
+        let m = mapping(&["username"], "");
+        let out = m
+            .map(&claims(
+                json!({"username": "a", "groups": ["x", "system:masters", 3, ""]}),
+            ))
+            .unwrap();
+        assert_eq!(out.user.groups, vec!["x"]);
+        assert_eq!(out.dropped_system_groups, 1);
+    }
+
+    #[test]
+    fn system_usernames_are_refused() {
+        let m = mapping(&["username"], "");
+        assert_eq!(
+            m.map(&claims(json!({"username": "system:admin"}))).err(),
+            Some(Rejection::SystemUsername)
+        );
+    }
+
+    #[test]
+    fn uid_and_nested_extra() {
+        let m = mapping(&["username"], "");
+        let out = m
+            .map(&claims(
+                json!({"username": "a", "sub": 42, "federated": {"connector_id": "ldap"}}),
+            ))
+            .unwrap();
+        assert_eq!(out.user.uid.as_deref(), Some("42"));
+        assert_eq!(out.user.extra["k/connector"], vec!["ldap"]);
+        assert!(ClaimPath::parse("a..b").is_none());
+        assert!(ClaimPath::parse("").is_none());
+    }
+}

@@ -191,6 +191,105 @@ pub fn audiences(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    fn token(header: Value, claims: Value, sig: &str) -> String {
+        format!("{}.{}.{sig}", b64(&header), b64(&claims))
+    }
+
+    #[test]
+    fn splits_a_well_formed_jws() {
+        let t = token(
+            json!({"alg": "RS256", "kid": "k1"}),
+            json!({"iss": "x"}),
+            "c2ln",
+        );
+        let jwt = split(&t).unwrap();
+        assert_eq!(jwt.alg, Algorithm::RS256);
+        assert_eq!(jwt.kid.as_deref(), Some("k1"));
+        let claims = Claims::parse(&jwt.payload).unwrap();
+        assert_eq!(claims.get("iss"), Some(json!("x")));
+        assert_eq!(jwt.signature, "c2ln");
+        assert!(t.starts_with(jwt.signing_input));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_jws() {
+        let claims = json!({"iss": "x"});
+        for (t, want) in [
+            ("".to_owned(), Rejection::Malformed),
+            ("abc".to_owned(), Rejection::Malformed),
+            ("a.b".to_owned(), Rejection::Malformed),
+            ("a.b.c.d.e".to_owned(), Rejection::Malformed),
+            (
+                token(json!({"alg": "none"}), claims.clone(), ""),
+                Rejection::UnsupportedAlgorithm,
+            ),
+            (
+                token(json!({"alg": "RS256"}), claims.clone(), ""),
+                Rejection::BadSignature,
+            ),
+            (
+                token(
+                    json!({"alg": "RS256", "crit": ["exp"]}),
+                    claims.clone(),
+                    "c2ln",
+                ),
+                Rejection::UnsupportedAlgorithm,
+            ),
+            (
+                token(json!({"alg": "XX999"}), claims.clone(), "c2ln"),
+                Rejection::UnsupportedAlgorithm,
+            ),
+            (
+                token(json!({"alg": "RS256"}), json!([1, 2]), "c2ln"),
+                Rejection::Malformed,
+            ),
+            (
+                format!("{}.!!!.c2ln", b64(&json!({"alg": "RS256"}))),
+                Rejection::Malformed,
+            ),
+            ("x".repeat(MAX_TOKEN_BYTES + 1), Rejection::TokenTooLarge),
+        ] {
+            // The claims are read after the split, by `Claims::parse`.
+            let got = match split(&t) {
+                Err(r) => r,
+                Ok(jwt) => Claims::parse(&jwt.payload).map(|_| ()).unwrap_err(),
+            };
+            assert_eq!(got, want, "{t:.60}");
+        }
+    }
+
+    #[test]
+    fn numeric_dates_must_be_numbers() {
+        let json = json!({"a": 10, "b": 10.7, "c": "10", "d": null, "e": 1e300}).to_string();
+        let c = &Claims::parse(json.as_bytes()).unwrap();
+        assert_eq!(numeric_date(c, "a"), Ok(Some(10)));
+        assert_eq!(numeric_date(c, "b"), Ok(Some(10)));
+        assert_eq!(numeric_date(c, "missing"), Ok(None));
+        assert_eq!(numeric_date(c, "c"), Err(Rejection::InvalidClaim("c")));
+        assert_eq!(numeric_date(c, "d"), Err(Rejection::InvalidClaim("d")));
+        assert_eq!(numeric_date(c, "e"), Ok(Some(i64::MAX)));
+    }
+
+    #[test]
+    fn aud_is_a_string_or_a_list_of_strings() {
+        let get = |v: Value| {
+            let json = json!({"aud": v}).to_string();
+            audiences(&Claims::parse(json.as_bytes()).unwrap())
+        };
+        assert_eq!(get(json!("k")), Ok(vec!["k".to_owned()]));
+        assert_eq!(
+            get(json!(["a", "b"])),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(get(json!(["a", 1])), Err(Rejection::InvalidClaim("aud")));
+        assert_eq!(get(json!(7)), Err(Rejection::InvalidClaim("aud")));
+    }
 
     #[test]
     fn claims_read_like_a_map() {

@@ -457,6 +457,75 @@ fn jwk_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
 mod tests {
     use super::*;
     use crate::dev_issuer::DevKey;
+    use serde_json::json;
+
+    #[test]
+    fn key_kinds_accept_only_their_family() {
+        assert!(KeyKind::Rsa.accepts(Algorithm::PS256));
+        assert!(!KeyKind::Rsa.accepts(Algorithm::HS256));
+        assert!(!KeyKind::EcP256.accepts(Algorithm::ES384));
+        assert!(!KeyKind::Hmac.accepts(Algorithm::RS256));
+        assert!(KeyKind::Ed25519.accepts(Algorithm::EdDSA));
+    }
+
+    #[test]
+    fn jwks_refuses_shared_secrets_and_mismatched_algs() {
+        let doc = json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "EC", "crv": "P-256", "kid": "ec", "alg": "RS256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "EC", "crv": "P-256", "kid": "enc", "use": "enc",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "EC", "crv": "P-256", "kid": "good", "alg": "ES256",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"kty": "RSA", "kid": "small", "n": "AQAB", "e": "AQAB"}
+        ]});
+        let (keys, skipped) = from_jwks(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("good"));
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(skipped.iter().any(|s| s.contains("oct")));
+        assert!(from_jwks(b"<html>").is_err());
+    }
+
+    #[test]
+    fn pem_with_a_private_key_is_refused() {
+        let err = from_pem(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+            .unwrap_err();
+        assert!(err.contains("never the private key"), "{err}");
+        assert!(from_pem(b"nothing here").is_err());
+    }
+
+    #[test]
+    fn short_hmac_secrets_are_refused_and_newline_stripped() {
+        assert!(hmac_secret(b"short\n").is_err());
+        assert!(hmac_secret(&[b'x'; 32]).is_ok());
+        let mut with_newline = vec![b'x'; 31];
+        with_newline.push(b'\n');
+        assert!(
+            hmac_secret(&with_newline).is_err(),
+            "the newline does not count"
+        );
+    }
+
+    #[test]
+    fn candidates_prefer_the_named_key() {
+        let named = VerifyKey::new(
+            Some("k1".into()),
+            KeyKind::Hmac,
+            DecodingKey::from_secret(b"a"),
+        );
+        let unnamed = VerifyKey::new(None, KeyKind::Hmac, DecodingKey::from_secret(b"b"));
+        let set = KeySet::new([named, unnamed]);
+        assert_eq!(set.candidates(Some("k1"), Algorithm::HS256).len(), 1);
+        assert_eq!(
+            set.candidates(Some("other"), Algorithm::HS256).len(),
+            1,
+            "falls back to unnamed keys"
+        );
+        assert_eq!(set.candidates(None, Algorithm::HS256).len(), 2);
+        assert!(set.candidates(None, Algorithm::RS256).is_empty());
+    }
 
     /// The parsed-key check answers exactly as jsonwebtoken's, for keys from
     /// a JWKS and from PEM, on good and on tampered signatures.

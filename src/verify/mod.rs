@@ -182,7 +182,9 @@ impl IssuerVerifier {
         c
     }
 
-    async fn verify(
+    /// Checks a routed token: claims first, then the key (fetching when the
+    /// kid is new), the signature, and the claims-to-user mapping.
+    pub async fn verify(
         &self,
         jwt: &jwt::UnverifiedJwt<'_>,
         claims: &jwt::Claims<'_>,
@@ -335,6 +337,18 @@ impl Verifier {
         &self.issuers
     }
 
+    /// Finds a token's issuer from its claims (not trusted yet); no I/O.
+    /// `jwt::split` and `jwt::Claims::parse` take the token apart first.
+    pub fn route(&self, claims: &jwt::Claims<'_>) -> Result<&IssuerVerifier, Rejection> {
+        let idx = match claims.get("iss") {
+            Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
+            None => self.without_iss,
+            Some(_) => None,
+        };
+        idx.map(|i| &self.issuers[i])
+            .ok_or(Rejection::UnknownIssuer)
+    }
+
     pub async fn verify(&self, token: &str, now: u64) -> Outcome<'_> {
         let jwt = match jwt::split(token) {
             Ok(j) => j,
@@ -345,29 +359,59 @@ impl Verifier {
                 };
             }
         };
-        let claims = match jwt::Claims::parse(&jwt.payload) {
-            Ok(c) => c,
-            Err(r) => {
-                return Outcome {
-                    issuer: None,
-                    result: Err(r.into()),
-                };
-            }
-        };
-        let idx = match claims.get("iss") {
-            Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
-            None => self.without_iss,
-            Some(_) => None,
-        };
-        let Some(issuer) = idx.map(|i| &self.issuers[i]) else {
-            return Outcome {
+        let routed =
+            jwt::Claims::parse(&jwt.payload).and_then(|claims| Ok((self.route(&claims)?, claims)));
+        match routed {
+            Ok((issuer, claims)) => Outcome {
+                issuer: Some(issuer),
+                result: issuer.verify(&jwt, &claims, now).await,
+            },
+            Err(r) => Outcome {
                 issuer: None,
-                result: Err(Rejection::UnknownIssuer.into()),
-            };
-        };
-        Outcome {
-            issuer: Some(issuer),
-            result: issuer.verify(&jwt, &claims, now).await,
+                result: Err(r.into()),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(token_aud: &[&str], trust: bool) -> Identity {
+        Identity {
+            issuer: Arc::from("dex"),
+            user: encode_user(&UserInfo {
+                username: "u".into(),
+                uid: None,
+                groups: vec![],
+                extra: Default::default(),
+            })
+            .unwrap(),
+            token_audiences: token_aud.iter().map(|s| s.to_string()).collect(),
+            expires_at: 0,
+            trust_implicit_audience: trust,
+        }
+    }
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn audiences_are_the_intersection_never_the_token_aud() {
+        let id = identity(&["kubernetes", "other"], true);
+        assert_eq!(
+            id.audiences_for(&v(&["api", "kubernetes"])),
+            Ok(v(&["kubernetes"]))
+        );
+        assert_eq!(id.audiences_for(&v(&["api"])), Ok(vec![]));
+        assert_eq!(id.audiences_for(&[]), Ok(vec![]));
+        let strict = identity(&["kubernetes"], false);
+        assert_eq!(
+            strict.audiences_for(&v(&["api"])),
+            Err(Rejection::AudienceNotRequested)
+        );
+        assert_eq!(strict.audiences_for(&[]), Ok(vec![]));
     }
 }

@@ -8,13 +8,19 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
 }
 
-#[test]
-fn check_config_lists_every_problem_with_its_field() {
+/// A temporary directory holding tls.crt and tls.key.
+fn dir_with_serving_cert() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
     let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
     write(dir.path(), "tls.crt", &tls.cert_pem);
     write(dir.path(), "tls.key", &tls.key_pem);
+    dir
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_field() {
+    let dir = dir_with_serving_cert();
     let config = write(
         dir.path(),
         "config.yaml",
@@ -85,11 +91,7 @@ fn check_config_refuses_unknown_fields_and_unreadable_files() {
 
 #[test]
 fn check_config_accepts_a_good_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = kube_authn_webhook::certs::Ca::new("t", 1).unwrap();
-    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
-    write(dir.path(), "tls.crt", &tls.cert_pem);
-    write(dir.path(), "tls.key", &tls.key_pem);
+    let dir = dir_with_serving_cert();
     write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
     let config = write(
         dir.path(),
@@ -142,4 +144,68 @@ fn demo_once_shows_an_authenticated_round_trip() {
     );
     assert!(stdout.contains("\"authenticated\": true"), "{stdout}");
     assert!(stdout.contains("curl --cacert"), "{stdout}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_and_exits_0_on_sigterm() {
+    use jsonwebtoken::Algorithm;
+    use kube_authn_webhook::dev_issuer::DevIssuer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::support::new_ca();
+    let issuer = DevIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "ca.crt", &ca.cert_pem);
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    let (port, tport) = (free_port(), free_port());
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        format!(
+            "server:\n  listen: 127.0.0.1:{port}\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:{tport}}}\nissuers:{}",
+            crate::support::dex_issuer_yaml("dex", issuer.url())
+        ),
+    );
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = crate::support::eventually(std::time::Duration::from_secs(20), || async {
+        reqwest::get(format!("http://127.0.0.1:{tport}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ready, "the server becomes ready");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("exits within the grace period")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        log.contains("\"message\":\"stopped\""),
+        "JSON logs by default: {log}"
+    );
 }

@@ -65,14 +65,7 @@ async fn unverified_email_is_not_an_identity() {
     let mut claims = jane(issuer.url());
     claims["email_verified"] = json!(false);
     assert_rejected(&h.review(&issuer.mint(&claims)).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "email_unverified")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "email_unverified")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,8 +102,7 @@ async fn time_claims_are_enforced() {
         "invalid_claim",
     ] {
         assert_eq!(
-            h.metric("authn_webhook_tokenreviews_total", &[("reason", reason)])
-                .await,
+            h.reviews(&[("reason", reason)]).await,
             1.0,
             "reason {reason}"
         );
@@ -134,14 +126,7 @@ async fn wrong_audience_is_rejected() {
     let mut c = jane(issuer.url());
     c["aud"] = json!(["some-other-client"]);
     assert_rejected(&h.review(&issuer.mint(&c)).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "audience_mismatch")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "audience_mismatch")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,11 +152,8 @@ async fn unknown_issuers_are_refused_without_outbound_requests() {
         "no fetch for a token no issuer claims"
     );
     assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("issuer", "unmatched"), ("reason", "unknown_issuer")]
-        )
-        .await,
+        h.reviews(&[("issuer", "unmatched"), ("reason", "unknown_issuer")])
+            .await,
         3.0
     );
 }
@@ -197,14 +179,7 @@ async fn bad_signatures_are_rejected() {
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!("{}.{}.{}", parts[0], forged_payload, parts[2]);
     assert_rejected(&h.review(&tampered).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "bad_signature")]
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(h.reviews(&[("reason", "bad_signature")]).await, 2.0);
 }
 
 fn b64(v: &serde_json::Value) -> String {
@@ -242,14 +217,7 @@ async fn hs256_signed_with_the_public_key_is_rejected() {
         .unwrap();
         assert_rejected(&h.review(&token).await);
     }
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "unsupported_algorithm")]
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(h.reviews(&[("reason", "unsupported_algorithm")]).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,14 +242,7 @@ async fn system_groups_are_dropped_and_system_users_refused() {
         &[],
     );
     assert_rejected(&h.review(&issuer.mint(&sneaky)).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "system_username")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "system_username")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,11 +300,8 @@ async fn second_review_of_a_token_is_a_cache_hit() {
         1.0
     );
     assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("issuer", "dex"), ("outcome", "authenticated")]
-        )
-        .await,
+        h.reviews(&[("issuer", "dex"), ("outcome", "authenticated")])
+            .await,
         2.0
     );
 }
@@ -369,11 +327,7 @@ async fn cached_identity_does_not_outlive_the_token() {
             .await,
         2.0
     );
-    assert_eq!(
-        h.metric("authn_webhook_tokenreviews_total", &[("reason", "expired")])
-            .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "expired")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,16 @@ async fn efa_harness(files: &[(&str, String)], keys: &str, algorithms: &str) -> 
     .await
 }
 
+/// An efa issuer trusting `key`'s public key from a PEM file.
+async fn pem_harness(key: &DevKey, algorithms: &str) -> Harness {
+    efa_harness(
+        &[("efa.pem", key.public_pem.clone())],
+        "{public_key_files: [efa.pem]}",
+        algorithms,
+    )
+    .await
+}
+
 fn assert_netadmin(answer: &Value) {
     assert_eq!(answer["status"]["authenticated"], true, "{answer}");
     assert_eq!(answer["status"]["user"]["username"], "efa:netadmin");
@@ -53,12 +63,7 @@ fn assert_netadmin(answer: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn efa_token_verifies_against_a_pem_public_key() {
     let key = DevKey::generate(Algorithm::RS256).unwrap();
-    let h = efa_harness(
-        &[("efa.pem", key.public_pem.clone())],
-        "{public_key_files: [efa.pem]}",
-        "[RS256]",
-    )
-    .await;
+    let h = pem_harness(&key, "[RS256]").await;
     let token = key.sign_with_header(&Header::new(Algorithm::RS256), &efa_claims());
     assert_netadmin(&h.review(&token).await);
     // EFA tokens carry no kid; a kid the file does not name still finds the key.
@@ -129,47 +134,23 @@ async fn hs256_never_verifies_against_the_rsa_key_even_when_hs256_is_allowed() {
     )
     .unwrap();
     assert_rejected(&h.review(&confused).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "bad_signature")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "bad_signature")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn efa_issuer_without_url_only_takes_tokens_without_iss() {
     let key = DevKey::generate(Algorithm::RS256).unwrap();
-    let h = efa_harness(
-        &[("efa.pem", key.public_pem.clone())],
-        "{public_key_files: [efa.pem]}",
-        "[RS256]",
-    )
-    .await;
+    let h = pem_harness(&key, "[RS256]").await;
     let mut c = efa_claims();
     c["iss"] = json!("https://efa.example.com");
     assert_rejected(&h.review(&key.sign(&c)).await);
-    assert_eq!(
-        h.metric(
-            "authn_webhook_tokenreviews_total",
-            &[("reason", "unknown_issuer")]
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(h.reviews(&[("reason", "unknown_issuer")]).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn efa_single_role_claim_and_sub_fallback() {
     let key = DevKey::generate(Algorithm::ES256).unwrap();
-    let h = efa_harness(
-        &[("efa.pem", key.public_pem.clone())],
-        "{public_key_files: [efa.pem]}",
-        "[ES256]",
-    )
-    .await;
+    let h = pem_harness(&key, "[ES256]").await;
     let now = unix_now();
     let token = key.sign(&json!({"sub": "operator1", "role": "SystemAdmin", "exp": now + 60}));
     let answer = h.review(&token).await;

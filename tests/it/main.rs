@@ -3,8 +3,13 @@
 //! binary, so the suite links once.
 
 mod cli;
+mod deploy;
 mod dex;
 mod efa;
+mod faults;
 mod http;
 mod keys;
+mod lifecycle;
+mod login;
+mod standins;
 mod support;

@@ -1,11 +1,13 @@
 //! The test harness: a private CA, the real server started in-process over
 //! TLS on 127.0.0.1, a loopback Dex-like issuer, and a real HTTPS client.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use kube_authn_webhook::certs::Ca;
+use kube_authn_webhook::certs::{Ca, Issued};
 use kube_authn_webhook::clock::{Clock, unix_now};
 use kube_authn_webhook::config::Config;
 use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
@@ -17,6 +19,15 @@ pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
 pub struct Options {
     /// Require client certificates signed by the test CA.
     pub mtls: bool,
+    /// Extra `server:` keys, each line indented by two spaces.
+    pub server_extra: &'static str,
+    /// Extra keys for `server.tls`, e.g. `, allowed_client_names: [x]`.
+    pub tls_extra: &'static str,
+    /// The client certificate's common name, with mtls.
+    pub client_name: &'static str,
+    /// Lay out tls.crt/tls.key as a mounted Secret does: symlinks into
+    /// `..data`, itself a symlink to a timestamped directory.
+    pub secret_layout: bool,
     pub cache: &'static str,
     pub clock: Clock,
     pub max_body_bytes: usize,
@@ -26,6 +37,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             mtls: false,
+            server_extra: "",
+            tls_extra: "",
+            client_name: "kube-apiserver",
+            secret_layout: false,
             cache: "{max_entries: 1000, max_ttl: 5m, negative_ttl: 10s}",
             clock: Clock::System,
             max_body_bytes: 1024 * 1024,
@@ -40,6 +55,75 @@ pub struct Harness {
     pub running: Running,
     /// A client that trusts the test CA (and presents a client cert with mTLS).
     pub client: reqwest::Client,
+    /// Every token sent, to prove none reaches the logs.
+    sent: Mutex<Vec<String>>,
+}
+
+/// Everything any test's server logged, at debug level and below.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(move || Capture(writer.clone()))
+            .try_init();
+        buf
+    });
+}
+
+/// The captured log of the whole test run so far.
+pub fn logs() -> String {
+    capture_logs();
+    let buf = LOGS
+        .get()
+        .expect("initialised")
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = logs();
+        for token in self.sent.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // The whole token, and its signature alone (a token's secret part).
+            // Strings this short ("garbage", "a.b.c") also occur in ordinary
+            // log text; every real token is far longer.
+            if token.len() < 16 {
+                continue;
+            }
+            let signature = token.rsplit('.').next().unwrap_or_default();
+            assert!(!logs.contains(token.as_str()), "a token reached the log");
+            if signature.len() >= 16 {
+                assert!(
+                    !logs.contains(signature),
+                    "a token signature reached the log"
+                );
+            }
+        }
+    }
 }
 
 pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
@@ -68,11 +152,63 @@ pub fn dex_issuer_yaml(name: &str, issuer_url: &str) -> String {
     )
 }
 
+/// An HTTPS client trusting `ca_pem`, presenting `identity` when given.
+pub fn https_client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem.as_bytes()).expect("ca pem"));
+    if let Some(id) = identity {
+        builder = builder.identity(
+            reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
+                .expect("client identity"),
+        );
+    }
+    builder.build().expect("client")
+}
+
 pub fn new_ca() -> Ca {
     Ca::new("test CA", 2).expect("test CA")
 }
 
+/// What the kubelet does to a Secret volume: write a new timestamped
+/// directory, then atomically point `..data` at it.
+pub fn secret_swap(dir: &Path, tls: &Issued, generation: u32) {
+    let ts = dir.join(format!("..2026_11_23_{generation:04}"));
+    std::fs::create_dir(&ts).unwrap();
+    write(&ts, "tls.crt", &tls.cert_pem);
+    write(&ts, "tls.key", &tls.key_pem);
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(ts.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+}
+
+/// Replaces a file by renaming a complete new one over it.
+pub fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
+    let tmp = write(dir, &format!(".{name}.tmp"), contents);
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F: Future<Output = bool>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 impl Harness {
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Writes a config with `issuers_yaml` (a YAML list body) and starts the
     /// server from it, exactly as `serve` would.
     pub async fn start(ca: Ca, issuers_yaml: &str, opts: Options) -> Harness {
@@ -90,16 +226,23 @@ impl Harness {
             .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
             .expect("server cert");
         write(dir.path(), "ca.crt", &ca.cert_pem);
-        write(dir.path(), "tls.crt", &tls.cert_pem);
-        write(dir.path(), "tls.key", &tls.key_pem);
+        if opts.secret_layout {
+            secret_swap(dir.path(), &tls, 0);
+            std::os::unix::fs::symlink("..data/tls.crt", dir.path().join("tls.crt")).unwrap();
+            std::os::unix::fs::symlink("..data/tls.key", dir.path().join("tls.key")).unwrap();
+        } else {
+            write(dir.path(), "tls.crt", &tls.cert_pem);
+            write(dir.path(), "tls.key", &tls.key_pem);
+        }
+        capture_logs();
         let client_ca = if opts.mtls {
             ", client_ca_file: ca.crt"
         } else {
             ""
         };
         let text = format!(
-            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
-            opts.max_body_bytes, opts.cache
+            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
+            opts.max_body_bytes, opts.server_extra, opts.tls_extra, opts.cache
         );
         let path = write(dir.path(), "config.yaml", &text);
         let config =
@@ -107,21 +250,16 @@ impl Harness {
         let running = server::start(&config, opts.clock.clone())
             .await
             .expect("server starts");
-        let mut builder = reqwest::Client::builder().tls_certs_only(
-            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("ca pem"),
-        );
-        if opts.mtls {
-            let id = ca.client("kube-apiserver", 2).expect("client cert");
-            builder = builder.identity(
-                reqwest::Identity::from_pem(format!("{}{}", id.cert_pem, id.key_pem).as_bytes())
-                    .expect("client identity"),
-            );
-        }
+        let identity = opts
+            .mtls
+            .then(|| ca.client(opts.client_name, 2).expect("client cert"));
+        let client = https_client(&ca.cert_pem, identity.as_ref());
         Harness {
             _dir: dir,
             ca,
             running,
-            client: builder.build().expect("client"),
+            client,
+            sent: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,6 +300,10 @@ impl Harness {
 
     /// A TokenReview the way the kube-apiserver sends one (`v1` or `v1beta1`).
     pub async fn review_as(&self, version: &str, token: &str, audiences: &[&str]) -> Value {
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token.to_owned());
         let body = json!({
             "apiVersion": format!("authentication.k8s.io/{version}"),
             "kind": "TokenReview",
@@ -185,6 +327,18 @@ impl Harness {
             .expect("telemetry answers");
         let status = resp.status().as_u16();
         (status, resp.text().await.expect("telemetry body"))
+    }
+
+    /// TokenReviews counted with these labels (issuer, outcome, reason).
+    pub async fn reviews(&self, labels: &[(&str, &str)]) -> f64 {
+        self.metric("authn_webhook_tokenreviews_total", labels)
+            .await
+    }
+
+    /// Certificate reloads with this result (success, error).
+    pub async fn reloads(&self, result: &str) -> f64 {
+        self.metric("authn_webhook_tls_reloads_total", &[("result", result)])
+            .await
     }
 
     /// The sum of every series of `name` whose labels include `labels`.

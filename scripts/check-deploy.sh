@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# Checks deploy/, kubeconfig-templates/ and dashboards/ with the real tools,
+# and runs the webhook under a real Prometheus. Exits non-zero on the first
+# failure. Install the tools first (once; quick when already there):
+#
+#   bash scripts/install-deploy-tools.sh && bash scripts/check-deploy.sh
+#
+# What is checked, by what:
+#   yamllint          every YAML file in the repository (.yamllint), and the
+#                     YAML the kubeconfig and login --print-kubeconfig commands print
+#   hadolint          deploy/Dockerfile
+#   kubectl kustomize every kustomization renders; python: each lists every
+#                     manifest in its directory
+#   kubernetes-validate --strict   every built-in object rendered, against the
+#                     oldest and newest Kubernetes versions we support
+#   check-jsonschema  every custom resource (ServiceMonitor, PrometheusRule,
+#                     Authentication, cert-manager Issuer/Certificate) against
+#                     deploy/schemas/; the schemas themselves against their
+#                     metaschema, and deliberately broken objects must fail
+#   kube-authn-webhook check-config   the shipped webhook configs (ConfigMap
+#                     and sidecar) with files made by `certs`
+#   promtool          check rules + test rules on the alerts; the
+#                     PrometheusRule is byte-identical to what the rules file
+#                     generates; every dashboard query parses; check metrics
+#                     on a live scrape
+#   live run          `serve` with `certs` output and a loopback JWKS issuer;
+#                     reviews over mTLS with curl; dashboard and alert
+#                     expressions name only metrics in the scrape; a real
+#                     Prometheus (127.0.0.1, foreground, temp dir) scrapes the
+#                     webhook, loads the alert rules, and every dashboard
+#                     query returns data
+#   python            the webhook kubeconfig templates equal `kubeconfig` output
+#   kubectl           runs `login pcd` as its exec credential plugin from a
+#                     --print-kubeconfig kubeconfig, against loopback Keystone/
+#                     resmgr/Dex stand-ins and an API server asking the webhook
+#                     (the integration test, here with kubectl required)
+#
+#   bash scripts/check-deploy.sh sync-rules   regenerates the PrometheusRule
+#
+# Environment: KUBE_AUTHN_WEBHOOK_BIN (use this binary instead of building
+# one), DEPLOY_TOOLS_VENV (as for install-deploy-tools.sh), K8S_VERSIONS.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="${DEPLOY_TOOLS_VENV:-$HOME/.cache/kube-authn-webhook/deploy-tools}"
+# Everything live is on loopback: never through a proxy.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
+export PATH="$venv/bin:$PATH"
+py="$venv/bin/python"
+helper="$root/scripts/deploy_check.py"
+# kubernetes-validate has schemas for 1.25-1.37; the manifests need >= 1.30
+# (the preStop sleep action).
+k8s_versions="${K8S_VERSIONS:-1.30.0 1.37.0}"
+
+passed=0
+current=""
+step() {
+    current="$*"
+    printf '\n== %s\n' "$current"
+}
+ok() {
+    passed=$((passed + 1))
+}
+on_exit() {
+    local rc=$?
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $rc -ne 0 ]]; then
+        echo "check-deploy: FAILED at: $current" >&2
+        shopt -s nullglob
+        [[ -n "${work:-}" && -d "$work/logs" ]] && for f in "$work"/logs/*; do
+            echo "--- $f (last 20 lines)" >&2
+            tail -n 20 "$f" >&2 || true
+        done
+        echo "check-deploy: $passed passed, 1 failed"
+    fi
+    [[ -n "${work:-}" ]] && rm -rf "$work"
+    exit "$rc"
+}
+pids=()
+work=""
+trap on_exit EXIT
+
+die() {
+    echo "check-deploy: $*" >&2
+    exit 1
+}
+
+if [[ "${1:-}" == "sync-rules" ]]; then
+    "$py" "$helper" rules-sync --write
+    exit 0
+fi
+
+step "tools"
+[[ -x "$py" ]] || die "no venv at $venv: run bash scripts/install-deploy-tools.sh"
+for tool in yamllint kubernetes-validate check-jsonschema hadolint promtool prometheus kubectl openssl curl jq; do
+    command -v "$tool" >/dev/null || die "$tool not found: run bash scripts/install-deploy-tools.sh"
+done
+work="$(mktemp -d "${TMPDIR:-/tmp}/check-deploy.XXXXXX")"
+mkdir -p "$work/logs"
+if [[ -n "${KUBE_AUTHN_WEBHOOK_BIN:-}" ]]; then
+    bin="$KUBE_AUTHN_WEBHOOK_BIN"
+else
+    cargo build --locked --quiet --bin kube-authn-webhook
+    bin="$root/target/debug/kube-authn-webhook"
+fi
+[[ -x "$bin" ]] || die "no binary at $bin"
+echo "binary: $bin ($("$bin" --version))"
+ok
+
+# Runs a command whose output must hold no WARN/ERROR line (for tools that
+# only warn about what they could not check).
+no_warnings() {
+    local out
+    out="$("$@" 2>&1)" || { echo "$out"; return 1; }
+    echo "$out"
+    if grep -qE '^(WARN|ERROR)' <<<"$out"; then
+        echo "a warning counts as a failure" >&2
+        return 1
+    fi
+}
+
+step "certificates and keys for the checks (kube-authn-webhook certs)"
+"$bin" certs --out "$work/pki" --server-san 127.0.0.1,localhost --days 90 >/dev/null
+# Stands in for the EFA "JWT certificate" the configs name.
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/O=Extreme Networks/CN=EFA JWT test" \
+    -keyout "$work/efa-jwt.key" -out "$work/efa-jwt-certificate.pem" 2>/dev/null
+# The webhook kubeconfig, and its OpenShift Secret form.
+"$bin" kubeconfig --server https://127.0.0.1:8443/authenticate --ca "$work/pki/ca.crt" \
+    --client-cert "$work/pki/apiserver-client.crt" --client-key "$work/pki/apiserver-client.key" \
+    >"$work/webhook-kubeconfig.yaml"
+"$bin" kubeconfig --server https://10.96.100.100/authenticate --ca "$work/pki/ca.crt" \
+    --client-cert "$work/pki/apiserver-client.crt" --client-key "$work/pki/apiserver-client.key" \
+    --format openshift-secret >"$work/webhook-kubeconfig-secret.yaml"
+# A kubectl user's kubeconfigs running the login plugin.
+"$bin" login pcd --endpoint https://du.example.com --username jane@example.com --domain Default \
+    --project service --ca-file "$work/pki/ca.crt" --print-kubeconfig \
+    --cluster-server https://api.example.com:6443 --cluster-ca "$work/pki/ca.crt" >"$work/user-pcd-kubeconfig.yaml"
+"$bin" login efa --endpoint https://efa.example.com --username netadmin --client-id xco \
+    --print-kubeconfig --cluster-server https://api.example.com:6443 >"$work/user-efa-kubeconfig.yaml"
+ok
+
+step "yamllint (every YAML file, and the kubeconfig command's output)"
+yamllint --strict -c .yamllint .
+yamllint --strict -c .yamllint "$work/webhook-kubeconfig.yaml" "$work/webhook-kubeconfig-secret.yaml" \
+    "$work/user-pcd-kubeconfig.yaml" "$work/user-efa-kubeconfig.yaml"
+echo "ok: $(git ls-files -co --exclude-standard '*.yaml' '*.yml' | wc -l) YAML files"
+ok
+
+step "hadolint deploy/Dockerfile"
+hadolint deploy/Dockerfile
+echo "ok"
+ok
+
+step "webhook configs accepted by kube-authn-webhook check-config"
+# The Deployment's: config.yaml from the ConfigMap, files where the pod projects them.
+cm="$work/cfg-deployment"
+mkdir -p "$cm/tls" "$cm/efa"
+"$py" "$helper" configmap-key deploy/kubernetes/configmap.yaml config.yaml "$cm/config.yaml"
+cp "$work/pki/tls.crt" "$work/pki/tls.key" "$work/pki/ca.crt" "$cm/tls/"
+cp "$work/efa-jwt-certificate.pem" "$cm/efa/jwt-certificate.pem"
+"$bin" check-config --config "$cm/config.yaml"
+# The sidecar's: everything in one directory, as on the node.
+sc="$work/cfg-sidecar"
+mkdir -p "$sc"
+cp deploy/sidecar/config.yaml "$work/pki/tls.crt" "$work/pki/tls.key" "$work/pki/ca.crt" "$sc/"
+cp "$work/efa-jwt-certificate.pem" "$sc/efa-jwt-certificate.pem"
+"$bin" check-config --config "$sc/config.yaml"
+ok
+
+step "kustomize: every kustomization renders and covers its directory"
+# deploy/openshift needs the generated Secret; the fixed-cluster-ip component
+# is off by default: render both from copies.
+cp -r deploy/openshift "$work/openshift"
+cp "$work/webhook-kubeconfig-secret.yaml" "$work/openshift/"
+cp -r deploy/kubernetes "$work/kubernetes-fixed-ip"
+sed -i 's/^# components:/components:/; s/^#   - fixed-cluster-ip/  - fixed-cluster-ip/' \
+    "$work/kubernetes-fixed-ip/kustomization.yaml"
+"$py" "$helper" kustomize-coverage deploy/sidecar deploy/sidecar/kube-apiserver deploy/sidecar/webhook-flags \
+    deploy/kubernetes deploy/kubernetes/apiserver deploy/kubernetes/monitoring deploy/kubernetes/cert-manager \
+    deploy/kubernetes/fixed-cluster-ip "$work/openshift"
+# Every kustomization in the tree is one of those.
+n_kust="$(find deploy -name kustomization.yaml | wc -l)"
+[[ "$n_kust" -eq 9 ]] || die "found $n_kust kustomizations under deploy/, the check knows 9: add the new one here"
+mkdir -p "$work/rendered"
+render() {
+    kubectl kustomize "$2" >"$work/rendered/$1.yaml"
+    echo "rendered $2: $(grep -c '^kind:' "$work/rendered/$1.yaml") objects"
+}
+render sidecar deploy/sidecar
+render apiserver deploy/kubernetes/apiserver
+render kubernetes deploy/kubernetes
+render kubernetes-fixed-ip "$work/kubernetes-fixed-ip"
+render monitoring deploy/kubernetes/monitoring
+render cert-manager deploy/kubernetes/cert-manager
+render openshift "$work/openshift"
+grep -q 'clusterIP: 10.96.100.100' "$work/rendered/kubernetes-fixed-ip.yaml" ||
+    die "the fixed-cluster-ip component did not set the ClusterIP"
+"$py" "$helper" apiserver "$work/rendered/sidecar.yaml" sidecar
+"$py" "$helper" apiserver "$work/rendered/apiserver.yaml" flags-only
+ok
+
+step "split objects: built-in kinds for kubernetes-validate, custom resources for check-jsonschema"
+"$py" "$helper" split "$work/objects" "$work"/rendered/*.yaml
+ok
+
+for v in $k8s_versions; do
+    step "kubernetes-validate --strict -k $v (built-in objects)"
+    no_warnings kubernetes-validate --strict --quiet -k "$v" "$work"/objects/core/*.yaml
+    echo "ok: $(ls "$work"/objects/core | wc -l) objects valid for Kubernetes $v"
+    ok
+done
+
+step "check-jsonschema: custom resources against deploy/schemas"
+check-jsonschema --check-metaschema deploy/schemas/*.json
+for dir in "$work"/objects/crd/*; do
+    schema="$(basename "$dir")"
+    no_warnings check-jsonschema --schemafile "deploy/schemas/$schema" "$dir"/*.yaml
+done
+for want in authentication.config.openshift.io_v1.json servicemonitor.monitoring.coreos.com_v1.json \
+    prometheusrule.monitoring.coreos.com_v1.json certificate.cert-manager.io_v1.json issuer.cert-manager.io_v1.json; do
+    [[ -d "$work/objects/crd/$want" ]] || die "no object was checked against $want"
+done
+# The schemas must be able to say no.
+"$py" "$helper" split "$work/invalid" deploy/schemas/testdata/invalid-*.yaml >/dev/null
+bad=0
+for f in "$work"/invalid/crd/*/*.yaml; do
+    schema="$(basename "$(dirname "$f")")"
+    if check-jsonschema --schemafile "deploy/schemas/$schema" "$f" >/dev/null 2>&1; then
+        echo "a broken object passed $schema: $(basename "$f")" >&2
+        bad=1
+    fi
+    bad_count=$((${bad_count:-0} + 1))
+done
+[[ $bad -eq 0 ]] || die "schemas accepted broken objects"
+echo "ok: ${bad_count:-0} broken objects rejected by their schemas"
+ok
+
+step "promtool: alert rules, their unit tests, PrometheusRule in sync"
+promtool check rules dashboards/alerts.rules.yaml
+promtool test rules dashboards/alerts.test.yaml
+"$py" "$helper" rules-sync
+ok
+
+step "promtool: every dashboard query parses"
+"$py" "$helper" dashboard-rules dashboards/kube-authn-webhook.json "$work/dashboard-rules.yaml"
+promtool check rules "$work/dashboard-rules.yaml"
+ok
+
+step "kubeconfig templates match the kubeconfig command"
+"$py" "$helper" kubeconfig-templates "$work/webhook-kubeconfig.yaml" kubeconfig-templates
+ok
+
+step "kubectl runs the login plugin (exec credential) end to end"
+# kubectl parses the printed kubeconfigs...
+for f in "$work/user-pcd-kubeconfig.yaml" "$work/user-efa-kubeconfig.yaml"; do
+    kubectl --kubeconfig "$f" config view -o jsonpath='{.users[0].user.exec.apiVersion}{"\n"}' |
+        grep -qx 'client.authentication.k8s.io/v1' || die "kubectl does not read $f's exec user"
+done
+# ...and runs the plugin from one against stand-ins and the webhook.
+out="$(KUBE_AUTHN_WEBHOOK_REQUIRE_KUBECTL=1 cargo test --locked --quiet --test it \
+    login::kubectl_runs_the_plugin_from_the_printed_kubeconfig 2>&1)" || { echo "$out"; die "the kubectl test failed"; }
+grep -q '^test result: ok. 1 passed' <<<"$out" || { echo "$out"; die "the kubectl test did not run"; }
+echo "ok: kubectl ran the plugin and the webhook authenticated its token"
+ok
+
+step "live: webhook (serve) with a loopback JWKS issuer"
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { # URL SECONDS [curl args...]
+    local url="$1" secs="$2"
+    shift 2
+    for _ in $(seq $((secs * 10))); do
+        curl -fsS -o /dev/null "$@" "$url" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+live="$work/live"
+mkdir -p "$live"
+cp "$work/pki/ca.crt" "$work/pki/tls.crt" "$work/pki/tls.key" "$live/"
+openssl genrsa -out "$live/issuer.key" 2048 2>/dev/null
+"$py" "$helper" jwks "$live/issuer.key" >"$live/jwks.json"
+"$py" "$helper" serve-jwks "$live/tls.crt" "$live/tls.key" "$live/jwks.json" "$live/jwks.port" \
+    >"$work/logs/jwks-server.log" 2>&1 &
+jwks_pid=$!
+pids+=("$jwks_pid")
+for _ in $(seq 100); do [[ -s "$live/jwks.port" ]] && break; sleep 0.1; done
+[[ -s "$live/jwks.port" ]] || die "the JWKS server did not start"
+webhook_port="$(free_port)"
+telemetry_port="$(free_port)"
+cat >"$live/config.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$webhook_port
+  workers: 1
+  tls:
+    cert_file: tls.crt
+    key_file: tls.key
+    client_ca_file: ca.crt
+    allowed_client_names: [kube-apiserver-authn-client]
+telemetry:
+  listen: 127.0.0.1:$telemetry_port
+  log_format: json
+issuers:
+  - name: efa-lab
+    kind: efa
+    certificate_authority_file: ca.crt
+    jwks_min_refetch_interval: 100ms
+    keys:
+      jwks_url: https://127.0.0.1:$(cat "$live/jwks.port")/keys
+    claims:
+      username: {claims: [username, sub], prefix: "efa:"}
+      groups: {claims: [roles], prefix: "efa:"}
+EOF
+"$bin" serve --config "$live/config.yaml" >"$work/logs/webhook.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$telemetry_port/readyz" 20 || die "the webhook did not become ready"
+echo "webhook ready: https://127.0.0.1:$webhook_port/authenticate, telemetry 127.0.0.1:$telemetry_port"
+
+review() { # TOKEN [curl args...] -> TokenReview answer
+    local token="$1"
+    shift
+    curl -fsS --cacert "$live/ca.crt" "$@" -H 'Content-Type: application/json' \
+        --data "{\"apiVersion\":\"authentication.k8s.io/v1\",\"kind\":\"TokenReview\",\"spec\":{\"token\":\"$token\",\"audiences\":[\"https://kubernetes.default.svc\"]}}" \
+        "https://127.0.0.1:$webhook_port/authenticate"
+}
+mtls=(--cert "$work/pki/apiserver-client.crt" --key "$work/pki/apiserver-client.key")
+now="$(date +%s)"
+good="$("$py" "$helper" mint "$live/issuer.key" "{\"username\":\"alice\",\"roles\":[\"FabricAdmin\"],\"iat\":$now,\"exp\":$((now + 3600))}")"
+expired="$("$py" "$helper" mint "$live/issuer.key" "{\"username\":\"bob\",\"roles\":[\"NetworkOperator\"],\"iat\":$((now - 7200)),\"exp\":$((now - 3600))}")"
+answer="$(review "$good" "${mtls[@]}")"
+jq -e '.status.authenticated == true and .status.user.username == "efa:alice" and .status.user.groups == ["efa:FabricAdmin"]' \
+    <<<"$answer" >/dev/null || die "expected efa:alice to be authenticated, got: $answer"
+answer="$(review "$expired" "${mtls[@]}")"
+jq -e '.status.authenticated == false' <<<"$answer" >/dev/null || die "an expired token was not refused: $answer"
+if review "$good" >/dev/null 2>&1; then
+    die "a client without a certificate got a review"
+fi
+not_a_review() {
+    curl -sS -o /dev/null -w '%{http_code}' --cacert "$live/ca.crt" "${mtls[@]}" \
+        -H 'Content-Type: application/json' --data 'not json' "https://127.0.0.1:$webhook_port/authenticate"
+}
+code="$(not_a_review)"
+[[ "$code" == 400 ]] || die "a body that is not a TokenReview got HTTP $code, expected 400"
+# The issuer goes away; a token signed by a key the webhook has not seen makes
+# it refetch, which fails: "could not check" (status.error), not a "no".
+kill "$jwks_pid"
+wait "$jwks_pid" 2>/dev/null || true
+openssl genrsa -out "$live/rotated.key" 2048 2>/dev/null
+rotated="$("$py" "$helper" mint "$live/rotated.key" "{\"username\":\"carol\",\"iat\":$now,\"exp\":$((now + 3600))}")"
+answer="$(review "$rotated" "${mtls[@]}")"
+jq -e '.status.authenticated == false and (.status.error | length > 0)' <<<"$answer" >/dev/null ||
+    die "with the issuer down, a token with an unknown key should end in status.error, got: $answer"
+echo "ok: efa:alice authenticated over mTLS, an expired token refused, a client without certificate refused,"
+echo "    a non-TokenReview body got 400, an unknown key with the issuer down got status.error"
+# Every labelled series exists now (bad requests only appear after the first).
+curl -fsS "http://127.0.0.1:$telemetry_port/metrics" >"$live/scrape.txt"
+ok
+
+step "promtool check metrics (live scrape)"
+promtool check metrics <"$live/scrape.txt"
+grep -q '^authn_webhook_tls_certificate_expiry_timestamp_seconds ' "$live/scrape.txt" ||
+    die "the certificate expiry metric is missing from the scrape"
+ok
+
+step "dashboard and alert expressions name only metrics the webhook exports"
+"$py" "$helper" metric-names "$live/scrape.txt" dashboards/kube-authn-webhook.json dashboards/alerts.rules.yaml \
+    deploy/kubernetes/monitoring/prometheusrule.yaml
+ok
+
+step "live: a real Prometheus scrapes the webhook; dashboard queries return data"
+prom_port="$(free_port)"
+cp dashboards/alerts.rules.yaml "$live/alerts.rules.yaml"
+cat >"$live/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files:
+  - alerts.rules.yaml
+scrape_configs:
+  - job_name: kube-authn-webhook
+    static_configs:
+      - targets: ["127.0.0.1:$telemetry_port"]
+EOF
+promtool check config "$live/prometheus.yml"
+prometheus --config.file="$live/prometheus.yml" --storage.tsdb.path="$live/prometheus-data" \
+    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$work/logs/prometheus.log" 2>&1 &
+pids+=($!)
+prom="http://127.0.0.1:$prom_port"
+wait_for "$prom/-/ready" 30 || die "Prometheus did not become ready"
+# Prometheus starts scraping only after its first target update (up to ~5 s).
+instant() { promtool query instant -o json "$prom" "$1" | jq -r '.[0].value[1] // 0'; }
+for _ in $(seq 60); do
+    [[ "$(instant 'count(authn_webhook_build_info{job="kube-authn-webhook"})')" == 1 ]] && break
+    sleep 0.5
+done
+[[ "$(instant 'count(authn_webhook_build_info{job="kube-authn-webhook"})')" == 1 ]] ||
+    die "Prometheus never scraped the webhook"
+# Traffic over a few scrapes, so rate() has samples to work with: reviews
+# (cache misses, then hits), a refusal, and a request that is not a TokenReview.
+sent=0
+for _ in 1 2 3 4 5; do
+    review "$good" "${mtls[@]}" >/dev/null
+    review "$good" "${mtls[@]}" >/dev/null
+    review "$expired" "${mtls[@]}" >/dev/null
+    review "$rotated" "${mtls[@]}" >/dev/null
+    not_a_review >/dev/null
+    sent=$((sent + 2))
+    sleep 1.2
+done
+# Wait until Prometheus has scraped the last of it, a few times over (rate()
+# needs two samples in its window).
+want=$((sent + 1))
+for _ in $(seq 60); do
+    got="$(instant 'sum(authn_webhook_tokenreviews_total{job="kube-authn-webhook",outcome="authenticated"})')"
+    samples="$(instant 'min(count_over_time(authn_webhook_tokenreviews_total{job="kube-authn-webhook"}[1m]))')"
+    [[ "${got%.*}" -ge $want && "${samples%.*}" -ge 3 ]] && break
+    sleep 0.5
+done
+[[ "${got%.*}" -ge $want ]] || die "Prometheus saw $got authenticated reviews, expected $want"
+echo "Prometheus scraped $got authenticated reviews (sent $want)"
+promtool query instant "$prom" 'sum by (outcome, reason) (authn_webhook_tokenreviews_total)'
+"$py" "$helper" query-dashboard "$prom" dashboards/kube-authn-webhook.json
+# The alert rules loaded and evaluate without error in a real Prometheus.
+n_rules="$(grep -cE '^ +- alert: ' dashboards/alerts.rules.yaml)"
+for _ in $(seq 30); do
+    curl -fsS "$prom/api/v1/rules" |
+        jq -e --argjson n "$n_rules" '[.data.groups[].rules[]] | length == $n and all(.health == "ok")' >/dev/null && break
+    sleep 0.5
+done
+curl -fsS "$prom/api/v1/rules" | jq -e --argjson n "$n_rules" '[.data.groups[].rules[]] | length == $n and all(.health == "ok")' >/dev/null ||
+    die "alert rules did not load or evaluate cleanly: $(curl -fsS "$prom/api/v1/rules")"
+echo "ok: $n_rules alert rules loaded and healthy"
+ok
+
+trap - EXIT
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+rm -rf "$work"
+echo
+echo "check-deploy: $passed passed, 0 failed"

@@ -1,0 +1,229 @@
+//! `login pcd|efa ... --print-kubeconfig`: a kubectl user's kubeconfig whose
+//! user runs this plugin (client-go exec, `client.authentication.k8s.io/v1`,
+//! `interactiveMode: IfAvailable` so kubectl lends it the terminal for the
+//! password prompt). The plugin's arguments are the login's own, with paths
+//! made absolute: kubectl runs the plugin from wherever it was started.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+use super::error::LoginError;
+use super::exec::API_V1;
+use super::{Endpoint, Target};
+
+/// The plugin options that go into the kubeconfig's `args` as given.
+#[derive(Debug, Default, Clone)]
+pub struct PluginOptions {
+    pub ca_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub lock_timeout: Option<Duration>,
+}
+
+pub struct Request<'a> {
+    pub target: &'a Target,
+    pub options: &'a PluginOptions,
+    /// What kubectl runs: a name on PATH or an absolute path.
+    pub command: &'a str,
+    /// The cluster's API server URL.
+    pub cluster_server: &'a str,
+    /// PEM CA bundle of the API server; without it kubectl uses the system roots.
+    pub cluster_ca: Option<&'a Path>,
+    /// Default: the API server's host name.
+    pub cluster_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    clusters: Vec<NamedCluster>,
+    users: Vec<NamedUser>,
+    contexts: Vec<NamedContext>,
+    #[serde(rename = "current-context")]
+    current_context: String,
+}
+
+#[derive(Serialize)]
+struct NamedCluster {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Serialize)]
+struct Cluster {
+    server: String,
+    #[serde(
+        rename = "certificate-authority-data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    certificate_authority_data: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NamedUser {
+    name: String,
+    user: User,
+}
+
+#[derive(Serialize)]
+struct User {
+    exec: Exec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Exec {
+    api_version: &'static str,
+    command: String,
+    args: Vec<String>,
+    interactive_mode: &'static str,
+    provide_cluster_info: bool,
+    install_hint: String,
+}
+
+#[derive(Serialize)]
+struct NamedContext {
+    name: String,
+    context: Context,
+}
+
+#[derive(Serialize)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+/// The kubeconfig, as YAML.
+pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
+    let server = Endpoint::parse(req.cluster_server)
+        .map_err(|_| {
+            LoginError::Usage(format!(
+                "--cluster-server {:?}: expected the API server's https:// URL",
+                req.cluster_server
+            ))
+        })?
+        .as_str()
+        .to_owned();
+    let cluster_name = match req.cluster_name {
+        Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+        Some(_) => return Err(LoginError::Usage("--cluster-name is empty".to_owned())),
+        None => Endpoint(server.clone()).host(),
+    };
+    let ca_data = match req.cluster_ca {
+        None => None,
+        Some(path) => {
+            let bad =
+                |why: String| LoginError::Usage(format!("--cluster-ca {}: {why}", path.display()));
+            let pem =
+                crate::config::read_file(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+            crate::tls::parse_ca_bundle(&pem).map_err(bad)?;
+            Some(STANDARD.encode(&pem))
+        }
+    };
+    let user_name = format!("{}-{}", req.target.kind(), req.target.username());
+    let context_name = format!("{cluster_name}-{user_name}");
+    let what = match req.target {
+        Target::Pcd { .. } => "PCD-K (Keystone and Dex)",
+        Target::Efa { .. } => "EFA",
+    };
+    let doc = Kubeconfig {
+        api_version: "v1",
+        kind: "Config",
+        clusters: vec![NamedCluster {
+            name: cluster_name.clone(),
+            cluster: Cluster {
+                server,
+                certificate_authority_data: ca_data,
+            },
+        }],
+        users: vec![NamedUser {
+            name: user_name.clone(),
+            user: User {
+                exec: Exec {
+                    api_version: API_V1,
+                    command: req.command.to_owned(),
+                    args: plugin_args(req.target, req.options)?,
+                    interactive_mode: "IfAvailable",
+                    provide_cluster_info: false,
+                    install_hint: format!(
+                        "kube-authn-webhook logs you in to this cluster through {what}.\n\
+                         It was not found: get it from your cluster administrator,\n\
+                         put it on your PATH, and run kubectl again.\n"
+                    ),
+                },
+            },
+        }],
+        contexts: vec![NamedContext {
+            name: context_name.clone(),
+            context: Context {
+                cluster: cluster_name,
+                user: user_name,
+            },
+        }],
+        current_context: context_name,
+    };
+    serde_norway::to_string(&doc)
+        .map_err(|e| LoginError::Usage(format!("cannot write the kubeconfig: {e}")))
+}
+
+/// `login pcd|efa` and the flags that reproduce this login.
+pub fn plugin_args(target: &Target, o: &PluginOptions) -> Result<Vec<String>, LoginError> {
+    let mut args: Vec<String> = vec!["login".into(), target.kind().into()];
+    let mut flag = |name: &str, value: String| {
+        args.push(format!("--{name}"));
+        args.push(value);
+    };
+    flag("endpoint", target.endpoint().as_str().to_owned());
+    flag("username", target.username().to_owned());
+    match target {
+        Target::Pcd {
+            domain, project, ..
+        } => {
+            if let Some(d) = domain {
+                flag("domain", d.clone());
+            }
+            if let Some(p) = project {
+                flag("project", p.clone());
+            }
+        }
+        Target::Efa { client_id, .. } => {
+            if let Some(c) = client_id {
+                flag("client-id", c.clone());
+            }
+        }
+    }
+    let absolute = |p: &Path, name: &str| {
+        std::path::absolute(p)
+            .map(|a| a.display().to_string())
+            .map_err(|e| LoginError::Usage(format!("--{name} {}: {e}", p.display())))
+    };
+    if let Some(p) = &o.ca_file {
+        // Checked now rather than at the first kubectl command.
+        let pem = crate::config::read_file(p).map_err(|e| {
+            LoginError::Usage(format!("--ca-file {}: cannot read: {e}", p.display()))
+        })?;
+        crate::tls::parse_ca_bundle(&pem)
+            .map_err(|e| LoginError::Usage(format!("--ca-file {}: {e}", p.display())))?;
+        flag("ca-file", absolute(p, "ca-file")?);
+    }
+    if let Some(p) = &o.cache_dir {
+        flag("cache-dir", absolute(p, "cache-dir")?);
+    }
+    if let Some(v) = &o.password_env {
+        flag("password-env", v.clone());
+    }
+    if let Some(t) = o.timeout {
+        flag("timeout", humantime::format_duration(t).to_string());
+    }
+    if let Some(t) = o.lock_timeout {
+        flag("lock-timeout", humantime::format_duration(t).to_string());
+    }
+    Ok(args)
+}
