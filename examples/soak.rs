@@ -310,6 +310,7 @@ issuers:
         .filter(|l| {
             l.starts_with("authn_webhook_tls_reloads_total")
                 || l.starts_with("authn_webhook_jwks_fetches_total")
+                || l.starts_with("authn_webhook_cache_entries ")
         })
         .collect();
     let elapsed = started.elapsed().as_secs_f64();
