@@ -75,55 +75,98 @@ pub struct Output {
     pub warnings: Vec<String>,
 }
 
+/// A kubeconfig with exactly one cluster, one user and one context (what
+/// OpenShift demands of the webhook's, and all a kubectl user needs). `U` is
+/// the user entry: client certificate here, exec plugin in `login`.
 #[derive(Serialize)]
-struct Kubeconfig {
+pub struct SingleKubeconfig<U: Serialize> {
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
-    clusters: Vec<NamedCluster>,
-    users: Vec<NamedUser>,
-    contexts: Vec<NamedContext>,
+    clusters: [NamedCluster; 1],
+    users: [NamedUser<U>; 1],
+    contexts: [NamedContext; 1],
     #[serde(rename = "current-context")]
-    current_context: &'static str,
+    current_context: String,
+}
+
+impl<U: Serialize> SingleKubeconfig<U> {
+    /// `ca_data` is the base64 PEM bundle, if the server needs one.
+    pub fn new(
+        cluster: &str,
+        server: String,
+        ca_data: Option<String>,
+        user_name: &str,
+        user: U,
+        context: &str,
+    ) -> Self {
+        SingleKubeconfig {
+            api_version: "v1",
+            kind: "Config",
+            clusters: [NamedCluster {
+                name: cluster.to_owned(),
+                cluster: Cluster {
+                    server,
+                    certificate_authority_data: ca_data,
+                },
+            }],
+            users: [NamedUser {
+                name: user_name.to_owned(),
+                user,
+            }],
+            contexts: [NamedContext {
+                name: context.to_owned(),
+                context: Context {
+                    cluster: cluster.to_owned(),
+                    user: user_name.to_owned(),
+                },
+            }],
+            current_context: context.to_owned(),
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct NamedCluster {
-    name: &'static str,
+    name: String,
     cluster: Cluster,
 }
 
 #[derive(Serialize)]
 struct Cluster {
     server: String,
-    #[serde(rename = "certificate-authority-data")]
-    certificate_authority_data: String,
+    #[serde(
+        rename = "certificate-authority-data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    certificate_authority_data: Option<String>,
 }
 
 #[derive(Serialize)]
-struct NamedUser {
-    name: &'static str,
-    user: User,
-}
-
-#[derive(Serialize)]
-struct User {
-    #[serde(rename = "client-certificate-data")]
-    client_certificate_data: String,
-    #[serde(rename = "client-key-data")]
-    client_key_data: String,
+struct NamedUser<U> {
+    name: String,
+    user: U,
 }
 
 #[derive(Serialize)]
 struct NamedContext {
-    name: &'static str,
+    name: String,
     context: Context,
 }
 
 #[derive(Serialize)]
 struct Context {
-    cluster: &'static str,
-    user: &'static str,
+    cluster: String,
+    user: String,
+}
+
+/// The kube-apiserver's credential towards the webhook: its client certificate.
+#[derive(Serialize)]
+struct ClientCertUser {
+    #[serde(rename = "client-certificate-data")]
+    client_certificate_data: String,
+    #[serde(rename = "client-key-data")]
+    client_key_data: String,
 }
 
 #[derive(Serialize)]
@@ -194,32 +237,17 @@ pub fn generate(req: &Request<'_>) -> Result<Output, KubeconfigError> {
     )?;
     check_client_usage(req.client_cert_file, &client_chain[0])?;
 
-    let kubeconfig = Kubeconfig {
-        api_version: "v1",
-        kind: "Config",
-        clusters: vec![NamedCluster {
-            name: CLUSTER_NAME,
-            cluster: Cluster {
-                server,
-                certificate_authority_data: STANDARD.encode(certs_pem(&ca)),
-            },
-        }],
-        users: vec![NamedUser {
-            name: USER_NAME,
-            user: User {
-                client_certificate_data: STANDARD.encode(certs_pem(&client_chain)),
-                client_key_data: STANDARD.encode(key_pem(&client_key)),
-            },
-        }],
-        contexts: vec![NamedContext {
-            name: CONTEXT_NAME,
-            context: Context {
-                cluster: CLUSTER_NAME,
-                user: USER_NAME,
-            },
-        }],
-        current_context: CONTEXT_NAME,
-    };
+    let kubeconfig = SingleKubeconfig::new(
+        CLUSTER_NAME,
+        server,
+        Some(STANDARD.encode(certs_pem(&ca))),
+        USER_NAME,
+        ClientCertUser {
+            client_certificate_data: STANDARD.encode(certs_pem(&client_chain)),
+            client_key_data: STANDARD.encode(key_pem(&client_key)),
+        },
+        CONTEXT_NAME,
+    );
     let kubeconfig_yaml = to_yaml(&kubeconfig);
     let yaml = match secret_name {
         None => format!(

@@ -11,6 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
+use crate::kubeconfig::SingleKubeconfig;
+
 use super::error::LoginError;
 use super::exec::API_V1;
 use super::{Endpoint, Target};
@@ -39,40 +41,6 @@ pub struct Request<'a> {
 }
 
 #[derive(Serialize)]
-struct Kubeconfig {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    clusters: Vec<NamedCluster>,
-    users: Vec<NamedUser>,
-    contexts: Vec<NamedContext>,
-    #[serde(rename = "current-context")]
-    current_context: String,
-}
-
-#[derive(Serialize)]
-struct NamedCluster {
-    name: String,
-    cluster: Cluster,
-}
-
-#[derive(Serialize)]
-struct Cluster {
-    server: String,
-    #[serde(
-        rename = "certificate-authority-data",
-        skip_serializing_if = "Option::is_none"
-    )]
-    certificate_authority_data: Option<String>,
-}
-
-#[derive(Serialize)]
-struct NamedUser {
-    name: String,
-    user: User,
-}
-
-#[derive(Serialize)]
 struct User {
     exec: Exec,
 }
@@ -86,18 +54,6 @@ struct Exec {
     interactive_mode: &'static str,
     provide_cluster_info: bool,
     install_hint: String,
-}
-
-#[derive(Serialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Serialize)]
-struct Context {
-    cluster: String,
-    user: String,
 }
 
 /// The kubeconfig, as YAML.
@@ -133,42 +89,27 @@ pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
         Target::Pcd { .. } => "PCD-K (Keystone and Dex)",
         Target::Efa { .. } => "EFA",
     };
-    let doc = Kubeconfig {
-        api_version: "v1",
-        kind: "Config",
-        clusters: vec![NamedCluster {
-            name: cluster_name.clone(),
-            cluster: Cluster {
-                server,
-                certificate_authority_data: ca_data,
+    let doc = SingleKubeconfig::new(
+        &cluster_name,
+        server,
+        ca_data,
+        &user_name,
+        User {
+            exec: Exec {
+                api_version: API_V1,
+                command: req.command.to_owned(),
+                args: plugin_args(req.target, req.options)?,
+                interactive_mode: "IfAvailable",
+                provide_cluster_info: false,
+                install_hint: format!(
+                    "kube-authn-webhook logs you in to this cluster through {what}.\n\
+                     It was not found: get it from your cluster administrator,\n\
+                     put it on your PATH, and run kubectl again.\n"
+                ),
             },
-        }],
-        users: vec![NamedUser {
-            name: user_name.clone(),
-            user: User {
-                exec: Exec {
-                    api_version: API_V1,
-                    command: req.command.to_owned(),
-                    args: plugin_args(req.target, req.options)?,
-                    interactive_mode: "IfAvailable",
-                    provide_cluster_info: false,
-                    install_hint: format!(
-                        "kube-authn-webhook logs you in to this cluster through {what}.\n\
-                         It was not found: get it from your cluster administrator,\n\
-                         put it on your PATH, and run kubectl again.\n"
-                    ),
-                },
-            },
-        }],
-        contexts: vec![NamedContext {
-            name: context_name.clone(),
-            context: Context {
-                cluster: cluster_name,
-                user: user_name,
-            },
-        }],
-        current_context: context_name,
-    };
+        },
+        &context_name,
+    );
     serde_norway::to_string(&doc)
         .map_err(|e| LoginError::Usage(format!("cannot write the kubeconfig: {e}")))
 }

@@ -125,34 +125,27 @@ impl VerifyKey {
 pub fn parse_public_key(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
     use aws_lc_rs::signature as s;
     use jsonwebtoken::DecodingKeyKind;
-    let params: &'static dyn s::VerificationAlgorithm = match alg {
-        Algorithm::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &s::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &s::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &s::RSA_PSS_2048_8192_SHA512,
-        Algorithm::ES256 => &s::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &s::ECDSA_P384_SHA384_FIXED,
-        Algorithm::EdDSA => &s::ED25519,
+    let rsa: Option<&'static s::RsaParameters> = match alg {
+        Algorithm::RS256 => Some(&s::RSA_PKCS1_2048_8192_SHA256),
+        Algorithm::RS384 => Some(&s::RSA_PKCS1_2048_8192_SHA384),
+        Algorithm::RS512 => Some(&s::RSA_PKCS1_2048_8192_SHA512),
+        Algorithm::PS256 => Some(&s::RSA_PSS_2048_8192_SHA256),
+        Algorithm::PS384 => Some(&s::RSA_PSS_2048_8192_SHA384),
+        Algorithm::PS512 => Some(&s::RSA_PSS_2048_8192_SHA512),
+        _ => None,
+    };
+    let params: &'static dyn s::VerificationAlgorithm = match (rsa, alg) {
+        (Some(r), _) => r,
+        (None, Algorithm::ES256) => &s::ECDSA_P256_SHA256_FIXED,
+        (None, Algorithm::ES384) => &s::ECDSA_P384_SHA384_FIXED,
+        (None, Algorithm::EdDSA) => &s::ED25519,
         _ => return None,
     };
     match key.kind() {
         DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(params, bytes).ok(),
-        DecodingKeyKind::RsaModulusExponent { n, e } => {
-            let rsa = match alg {
-                Algorithm::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
-                Algorithm::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &s::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &s::RSA_PSS_2048_8192_SHA384,
-                Algorithm::PS512 => &s::RSA_PSS_2048_8192_SHA512,
-                _ => return None,
-            };
-            s::RsaPublicKeyComponents { n, e }
-                .to_parsed_public_key(rsa)
-                .ok()
-        }
+        DecodingKeyKind::RsaModulusExponent { n, e } => s::RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(rsa?)
+            .ok(),
     }
 }
 
