@@ -22,6 +22,7 @@ use kube_authn_webhook::clock::{Clock, unix_now};
 use kube_authn_webhook::config::Config;
 use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
 use kube_authn_webhook::review::Reviewer;
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::{Value, json};
 
 /// Distinct tokens per algorithm. A miss sample longer than this starts over
@@ -162,16 +163,9 @@ issuers:
 }
 
 fn review_body(token: &str) -> Vec<u8> {
-    // As the kube-apiserver sends it.
-    json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "metadata": {"creationTimestamp": null},
-        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]},
-        "status": {"user": {}}
-    })
-    .to_string()
-    .into_bytes()
+    apiserver_request(ApiVersion::V1, token, &["https://kubernetes.default.svc"])
+        .to_string()
+        .into_bytes()
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {

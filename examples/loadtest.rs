@@ -27,6 +27,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use kube_authn_webhook::certs::Ca;
 use kube_authn_webhook::clock::unix_now;
 use kube_authn_webhook::dev_issuer::{DevIssuer, DevKey, dex_claims};
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -314,14 +315,7 @@ issuers:
 
 /// A TokenReview as the kube-apiserver sends it, on one line.
 fn body(token: &str) -> String {
-    json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "metadata": {"creationTimestamp": null},
-        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]},
-        "status": {"user": {}}
-    })
-    .to_string()
+    apiserver_request(ApiVersion::V1, token, &["https://kubernetes.default.svc"]).to_string()
 }
 
 /// `f(0..n)` on every CPU (RSA signing is the slow part of a setup).

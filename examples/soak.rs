@@ -14,6 +14,7 @@ use jsonwebtoken::{Algorithm, Header};
 use kube_authn_webhook::certs::{Ca, Issued};
 use kube_authn_webhook::clock::unix_now;
 use kube_authn_webhook::dev_issuer::{DevIssuer, DevKey, dex_claims};
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::{Value, json};
 
 struct Args {
@@ -218,12 +219,12 @@ issuers:
                         )
                     }
                 };
-                let version = if i.is_multiple_of(2) { "v1" } else { "v1beta1" };
-                let body = json!({
-                    "apiVersion": format!("authentication.k8s.io/{version}"),
-                    "kind": "TokenReview",
-                    "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]}
-                });
+                let version = if i.is_multiple_of(2) {
+                    ApiVersion::V1
+                } else {
+                    ApiVersion::V1beta1
+                };
+                let body = apiserver_request(version, &token, &["https://kubernetes.default.svc"]);
                 let answer: Option<Value> =
                     match http.post(&url).body(body.to_string()).send().await {
                         Ok(r) if r.status() == 200 => r
@@ -239,7 +240,7 @@ issuers:
                 };
                 counts.answered.fetch_add(1, Ordering::Relaxed);
                 let s = &a["status"];
-                let right = a["apiVersion"] == format!("authentication.k8s.io/{version}")
+                let right = a["apiVersion"] == version.as_str()
                     && match &kind {
                         Kind::Valid(email) => {
                             s["authenticated"] == true && s["user"]["username"] == email.as_str()

@@ -12,6 +12,7 @@ use crate::certs::Ca;
 use crate::clock::{Clock, unix_now};
 use crate::config::{Config, LogFormat};
 use crate::dev_issuer::{DevIssuer, dex_claims};
+use crate::tokenreview::{ApiVersion, apiserver_request};
 use crate::{logging, server};
 
 pub async fn run(once: bool) -> Result<(), String> {
@@ -148,11 +149,7 @@ fn mint(issuer: &DevIssuer) -> String {
 }
 
 fn review_request(token: &str) -> Value {
-    json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]}
-    })
+    apiserver_request(ApiVersion::V1, token, &["https://kubernetes.default.svc"])
 }
 
 fn pretty(v: &Value) -> String {

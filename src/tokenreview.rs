@@ -40,6 +40,22 @@ impl ApiVersion {
     }
 }
 
+/// A TokenReview request as the kube-apiserver sends it, empty `metadata`
+/// and `status` included: for the demo, the tests and the load tools.
+pub fn apiserver_request(
+    version: ApiVersion,
+    token: &str,
+    audiences: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": version.as_str(),
+        "kind": KIND,
+        "metadata": {"creationTimestamp": null},
+        "spec": {"token": token, "audiences": audiences},
+        "status": {"user": {}}
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenReviewRequest {

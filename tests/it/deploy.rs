@@ -19,6 +19,7 @@ use kube_authn_webhook::clock::{Clock, unix_now};
 use kube_authn_webhook::config::Config;
 use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
 use kube_authn_webhook::server;
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
@@ -284,12 +285,7 @@ fn client_from_kubeconfig(text: &str) -> (String, reqwest::Client) {
 }
 
 fn review_body(token: &str) -> String {
-    json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token, "audiences": [API_AUDIENCE]}
-    })
-    .to_string()
+    apiserver_request(ApiVersion::V1, token, &[API_AUDIENCE]).to_string()
 }
 
 /// The TokenReview answer, or why there was none (TLS refusal, HTTP error).

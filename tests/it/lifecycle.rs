@@ -8,6 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use kube_authn_webhook::clock::unix_now;
 use kube_authn_webhook::dev_issuer::{Behaviour, dex_claims};
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -84,7 +85,7 @@ async fn exchange(conn: &mut Conn, body: &str) -> (u16, String) {
 }
 
 fn review_body(token: &str) -> String {
-    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}).to_string()
+    apiserver_request(ApiVersion::V1, token, &[]).to_string()
 }
 
 fn peer_cert(conn: &Conn) -> Vec<u8> {

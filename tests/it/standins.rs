@@ -781,11 +781,11 @@ async fn api_version(req: HttpRequest, s: web::Data<ApiState>) -> HttpResponse {
         return unauthorized();
     };
     let webhook = lock(&s.webhook).clone().unwrap();
-    let review = json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "spec": {"token": token, "audiences": ["https://kubernetes.default.svc"]}
-    });
+    let review = kube_authn_webhook::tokenreview::apiserver_request(
+        kube_authn_webhook::tokenreview::ApiVersion::V1,
+        token,
+        &["https://kubernetes.default.svc"],
+    );
     let answer: Value = s
         .client
         .post(webhook)

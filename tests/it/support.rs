@@ -12,6 +12,7 @@ use kube_authn_webhook::clock::{Clock, unix_now};
 use kube_authn_webhook::config::Config;
 use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
 use kube_authn_webhook::server::{self, Running};
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::{Value, json};
 
 pub const API_AUDIENCE: &str = "https://kubernetes.default.svc";
@@ -304,13 +305,9 @@ impl Harness {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(token.to_owned());
-        let body = json!({
-            "apiVersion": format!("authentication.k8s.io/{version}"),
-            "kind": "TokenReview",
-            "metadata": {"creationTimestamp": null},
-            "spec": {"token": token, "audiences": audiences},
-            "status": {"user": {}}
-        });
+        let version =
+            ApiVersion::parse(&format!("authentication.k8s.io/{version}")).expect("v1 or v1beta1");
+        let body = apiserver_request(version, token, audiences);
         let (status, answer) = self.post("/authenticate", body.to_string()).await;
         assert_eq!(status, 200, "a TokenReview always gets 200: {answer}");
         answer
