@@ -188,12 +188,22 @@ impl DevIssuer {
         addr: SocketAddr,
         keys: Vec<DevKey>,
     ) -> Result<DevIssuer, String> {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("dev issuer: cannot bind {addr}: {e}"))?;
+        Self::start_with_listener(ca, listener, keys).await
+    }
+
+    /// Starts on a listener the caller bound, e.g. a port it held (bound,
+    /// not listening, so connections were refused) while the issuer was "down".
+    pub async fn start_with_listener(
+        ca: &Ca,
+        listener: TcpListener,
+        keys: Vec<DevKey>,
+    ) -> Result<DevIssuer, String> {
         let signing = keys
             .last()
             .cloned()
             .ok_or("dev issuer: no key to sign with")?;
-        let listener =
-            TcpListener::bind(addr).map_err(|e| format!("dev issuer: cannot bind {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let tls = ca
             .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 30)

@@ -146,14 +146,6 @@ fn demo_once_shows_an_authenticated_round_trip() {
     assert!(stdout.contains("curl --cacert"), "{stdout}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_drains_and_exits_0_on_sigterm() {
     use jsonwebtoken::Algorithm;
@@ -166,24 +158,44 @@ async fn serve_drains_and_exits_0_on_sigterm() {
     write(dir.path(), "ca.crt", &ca.cert_pem);
     write(dir.path(), "tls.crt", &tls.cert_pem);
     write(dir.path(), "tls.key", &tls.key_pem);
-    let (port, tport) = (free_port(), free_port());
+    // Port 0: the server picks free ports and logs them, so no other test
+    // can take them between our choosing and its binding.
     let config = write(
         dir.path(),
         "config.yaml",
         format!(
-            "server:\n  listen: 127.0.0.1:{port}\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:{tport}}}\nissuers:{}",
+            "server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:0}}\nissuers:{}",
             crate::support::dex_issuer_yaml("dex", issuer.url())
         ),
     );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
         .args(["serve", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let telemetry = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).await.unwrap() == 0 {
+                panic!("the server exited before serving:\n{log}");
+            }
+            log.push_str(&line);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "serving TokenReviews" {
+                return v["telemetry_addr"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server starts serving");
     let ready = crate::support::eventually(std::time::Duration::from_secs(20), || async {
-        reqwest::get(format!("http://127.0.0.1:{tport}/readyz"))
+        reqwest::get(format!("http://{telemetry}/readyz"))
             .await
             .is_ok_and(|r| r.status() == 200)
     })
@@ -197,12 +209,15 @@ async fn serve_drains_and_exits_0_on_sigterm() {
             .unwrap()
             .success()
     );
-    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("exits within the grace period")
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let log = String::from_utf8_lossy(&out.stdout);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut log)
+            .await
+            .unwrap();
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("exits within the grace period");
+    assert_eq!(status.code(), Some(0));
     assert!(log.contains("draining"), "{log}");
     assert!(
         log.contains("\"message\":\"stopped\""),

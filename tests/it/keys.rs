@@ -1,6 +1,5 @@
 //! Issuer keys: rotation, unknown-kid floods, an issuer that is down.
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Header};
@@ -58,15 +57,10 @@ async fn unknown_kid_flood_refetches_within_the_rate_limit() {
     );
 }
 
-fn free_loopback_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_down_at_start_up_is_served_once_it_comes_up() {
     let ca = new_ca();
-    let addr = free_loopback_addr();
+    let (held, addr) = held_port();
     let key = DevKey::generate(Algorithm::RS256).unwrap();
     let url = format!("https://{addr}/dex");
     let h = Harness::start(ca, &dex_issuer_yaml("dex", &url), Options::default()).await;
@@ -77,7 +71,10 @@ async fn issuer_down_at_start_up_is_served_once_it_comes_up() {
     // Keys unavailable is not a verdict on the token: status.error, not cached.
     assert_unchecked(&h.review(&token).await);
 
-    let issuer = DevIssuer::start_on(&h.ca, addr, vec![key]).await.unwrap();
+    let listener = held.listen(1024).unwrap().into_std().unwrap();
+    let issuer = DevIssuer::start_with_listener(&h.ca, listener, vec![key])
+        .await
+        .unwrap();
     assert!(
         h.running.wait_ready(Duration::from_secs(20)).await,
         "ready once the issuer is up"

@@ -545,11 +545,10 @@ async fn project_scope_is_sent_to_keystone() {
 async fn keystone_unreachable_is_reported() {
     let ca = new_ca();
     let sb = Sandbox::new(&ca.cert_pem);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let url = format!("https://127.0.0.1:{port}");
+    // Held while the test runs: refused, and no other test's server can
+    // take the port meanwhile.
+    let (_held, addr) = held_port();
+    let url = format!("https://{addr}");
     let e = failure(&sb.run(&sb.pcd_args(&url), PCD_PASSWORD).await, &[]);
     assert!(
         e.contains(&format!(

@@ -2,6 +2,7 @@
 //! TLS on 127.0.0.1, a loopback Dex-like issuer, and a real HTTPS client.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -186,6 +187,15 @@ pub fn secret_swap(dir: &Path, tls: &Issued, generation: u32) {
 pub fn replace_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) {
     let tmp = write(dir, &format!(".{name}.tmp"), contents);
     std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+/// A loopback port held but not listening: connections to it are refused,
+/// and nothing else can take it before the issuer comes up on it.
+pub fn held_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes.
