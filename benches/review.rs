@@ -20,7 +20,7 @@ use kube_authn_webhook::cache::TokenCache;
 use kube_authn_webhook::certs::Ca;
 use kube_authn_webhook::clock::{Clock, unix_now};
 use kube_authn_webhook::config::Config;
-use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims};
+use kube_authn_webhook::dev_issuer::{DevIssuer, dex_claims, refused_token};
 use kube_authn_webhook::review::Reviewer;
 use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::{Value, json};
@@ -318,22 +318,7 @@ fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let now = unix_now();
     let bodies: Vec<Vec<u8>> = (0..999)
         .map(|i| {
-            let token = match i % 3 {
-                0 => format!("garbage-{i}-{}", "x".repeat(180)),
-                1 => key.sign(&dex_claims(
-                    "https://unknown.example.com/dex",
-                    now,
-                    Some(&format!("mallory{i}@example.com")),
-                    "mallory",
-                    &["developers"],
-                )),
-                _ => {
-                    let mut c =
-                        dex_claims(&url, now - 172_800, Some("old@example.com"), "old", &[]);
-                    c["exp"] = json!(now - 86_400);
-                    key.sign(&c)
-                }
-            };
+            let token = refused_token(i, &url, now, &key);
             review_body(&token)
         })
         .collect();

@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use kube_authn_webhook::certs::Ca;
 use kube_authn_webhook::clock::unix_now;
-use kube_authn_webhook::dev_issuer::{DevIssuer, DevKey, dex_claims};
+use kube_authn_webhook::dev_issuer::{DevIssuer, DevKey, dex_claims, refused_token};
 use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
 use serde_json::json;
 
@@ -221,7 +221,7 @@ fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
     write_lines(dir, "rs256.lines", &rs_lines)?;
     let es_lines = mint(n.es256, |i| body(&es.sign(&user(1_000_000 + i))));
     write_lines(dir, "es256.lines", &es_lines)?;
-    let refused = mint(n.refused, |i| body(&refused_token(i, &url, now, &es, &ed)));
+    let refused = mint(n.refused, |i| body(&refused_token(i, &url, now, &es)));
     write_lines(dir, "refused.lines", &refused)?;
     // The misses of the mixed run: `drive --hot hit.json --lines
     // mixed-misses.lines --every 10` sends each once, as every tenth request.
@@ -248,36 +248,6 @@ fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
     }
     rt.block_on(issuer.stop());
     Ok(())
-}
-
-/// A third each: not a JWT, a JWT from an issuer nobody configured, and an
-/// expired token of the configured issuer (refused before any key lookup).
-fn refused_token(i: usize, url: &str, now: u64, es: &DevKey, ed: &DevKey) -> String {
-    match i % 3 {
-        0 => {
-            let mut buf = [0u8; 96];
-            let _ = aws_lc_rs::rand::fill(&mut buf);
-            format!("garbage-{i}-{}", hex::encode(buf))
-        }
-        1 => ed.sign(&dex_claims(
-            "https://unknown.example.com/dex",
-            now,
-            Some(&format!("mallory{i}@example.com")),
-            "mallory",
-            &["developers"],
-        )),
-        _ => {
-            let mut c = dex_claims(
-                url,
-                now - 2 * 86_400,
-                Some(&format!("old{i}@example.com")),
-                "old",
-                &["developers"],
-            );
-            c["exp"] = json!(now - 86_400);
-            es.sign(&c)
-        }
-    }
 }
 
 fn config_yaml(

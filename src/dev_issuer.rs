@@ -465,3 +465,30 @@ pub fn dex_claims(
     }
     c
 }
+
+/// The `i`th token of a refused-token flood, a third of each kind that is
+/// refused before any key lookup: not a JWT, a JWT from an issuer nobody
+/// configured, and an expired token of `issuer`. All distinct.
+pub fn refused_token(i: usize, issuer: &str, now: u64, key: &DevKey) -> String {
+    match i % 3 {
+        0 => format!("garbage-{i}-{}", random_hex(96)),
+        1 => key.sign(&dex_claims(
+            "https://unknown.example.com/dex",
+            now,
+            Some(&format!("mallory{i}@example.com")),
+            "mallory",
+            &["developers"],
+        )),
+        _ => {
+            let mut c = dex_claims(
+                issuer,
+                now - 2 * 86_400,
+                Some(&format!("old{i}@example.com")),
+                "old",
+                &["developers"],
+            );
+            c["exp"] = json!(now - 86_400);
+            key.sign(&c)
+        }
+    }
+}

@@ -8,6 +8,14 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
 }
 
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    bin()
+        .args(["check-config", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 /// A temporary directory holding tls.crt and tls.key.
 fn dir_with_serving_cert() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -43,11 +51,7 @@ issuers:
     keys: {public_key_files: [missing.pem]}
 "#,
     );
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -73,11 +77,7 @@ fn check_config_refuses_unknown_fields_and_unreadable_files() {
         "config.yaml",
         "server:\n  tls: {cert_file: a, key_file: b}\n  colour: blue\nissuers: []\n",
     );
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 
@@ -111,11 +111,7 @@ issuers:
     algorithms: [HS256]
 "#,
     );
-    let out = bin()
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = check_config(&config);
     assert!(
         out.status.success(),
         "{}",

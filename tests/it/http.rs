@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use kube_authn_webhook::tokenreview::{ApiVersion, apiserver_request};
+
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,30 +118,22 @@ async fn mtls_refuses_callers_without_a_client_certificate() {
     let token = issuer.mint(&jane(issuer.url()));
     assert_eq!(h.review(&token).await["status"]["authenticated"], true);
 
-    let anonymous = https_client(&h.ca.cert_pem, None);
-    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}});
-    let result = anonymous
-        .post(h.url("/authenticate"))
-        .body(body.to_string())
-        .send()
-        .await;
-    assert!(
-        result.is_err(),
-        "no TokenReview answer without a client certificate: {result:?}"
-    );
-
-    let stranger_ca = new_ca();
-    let stranger = stranger_ca.client("kube-apiserver", 1).unwrap();
-    let impostor = https_client(&h.ca.cert_pem, Some(&stranger));
-    let result = impostor
-        .post(h.url("/authenticate"))
-        .body(body.to_string())
-        .send()
-        .await;
-    assert!(
-        result.is_err(),
-        "a client cert from another CA is refused: {result:?}"
-    );
+    let body = apiserver_request(ApiVersion::V1, &token, &[]).to_string();
+    let stranger = new_ca().client("kube-apiserver", 1).unwrap();
+    for (caller, identity) in [
+        ("no client certificate", None),
+        ("a client certificate from another CA", Some(&stranger)),
+    ] {
+        let result = https_client(&h.ca.cert_pem, identity)
+            .post(h.url("/authenticate"))
+            .body(body.clone())
+            .send()
+            .await;
+        assert!(
+            result.is_err(),
+            "no TokenReview answer with {caller}: {result:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
