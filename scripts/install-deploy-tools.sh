@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what scripts/check-deploy.sh needs, from the package registries:
-#   - Debian: prometheus (the server and promtool), curl
+#   - Debian: prometheus (the server and promtool), curl, jq, openssl,
+#     bsdutils (`script`, for the login plugin's terminal test)
 #   - PyPI, into a private venv: yamllint, kubernetes-validate, check-jsonschema
 # Idempotent and quick when everything is already there. Run as root (apt).
 #
@@ -22,6 +23,8 @@ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || 
 for pkg in curl jq openssl; do
     command -v "$pkg" >/dev/null 2>&1 || apt_missing+=("$pkg")
 done
+# `script` gives the login plugin's terminal test its pseudo-terminal.
+command -v script >/dev/null 2>&1 || apt_missing+=(bsdutils)
 if ((${#apt_missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         log "need root to apt-get install ${apt_missing[*]}"

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kube_authn_webhook::cache::TokenCache;
-use kube_authn_webhook::clock::Clock;
+use kube_authn_webhook::review::cache::TokenCache;
+use kube_authn_common::clock::Clock;
 use kube_authn_webhook::config::Config;
 use kube_authn_webhook::metrics::Metrics;
 use kube_authn_webhook::review::Reviewer;
@@ -30,7 +30,7 @@ pub fn fixture() -> &'static Fixture {
         kube_authn_webhook::install_crypto_providers();
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
-        let ca = kube_authn_webhook::certs::Ca::new("fuzz", 1).expect("ca");
+        let ca = kube_authn_webhook::pki::Ca::new("fuzz", 1).expect("ca");
         let tls = ca.server(&["127.0.0.1".to_owned()], 1).expect("cert");
         std::fs::write(dir.join("tls.crt"), &tls.cert_pem).expect("write");
         std::fs::write(dir.join("tls.key"), &tls.key_pem).expect("write");

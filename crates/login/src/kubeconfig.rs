@@ -1,0 +1,170 @@
+//! `kube-authn-login pcd|efa ... --print-kubeconfig`: a kubectl user's kubeconfig whose
+//! user runs this plugin (client-go exec, `client.authentication.k8s.io/v1`,
+//! `interactiveMode: IfAvailable` so kubectl lends it the terminal for the
+//! password prompt). The plugin's arguments are the login's own, with paths
+//! made absolute: kubectl runs the plugin from wherever it was started.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+use kube_authn_common::kubeconfig::SingleKubeconfig;
+
+use super::error::LoginError;
+use super::exec::API_V1;
+use super::{Endpoint, Target};
+
+/// The plugin options that go into the kubeconfig's `args` as given.
+#[derive(Debug, Default, Clone)]
+pub struct PluginOptions {
+    pub ca_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub cache_dir: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub lock_timeout: Option<Duration>,
+}
+
+pub struct Request<'a> {
+    pub target: &'a Target,
+    pub options: &'a PluginOptions,
+    /// What kubectl runs: a name on PATH or an absolute path.
+    pub command: &'a str,
+    /// The cluster's API server URL.
+    pub cluster_server: &'a str,
+    /// PEM CA bundle of the API server; without it kubectl uses the system roots.
+    pub cluster_ca: Option<&'a Path>,
+    /// Default: the API server's host name.
+    pub cluster_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct User {
+    exec: Exec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Exec {
+    api_version: &'static str,
+    command: String,
+    args: Vec<String>,
+    interactive_mode: &'static str,
+    provide_cluster_info: bool,
+    install_hint: String,
+}
+
+/// The kubeconfig, as YAML.
+pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
+    let server = Endpoint::parse(req.cluster_server)
+        .map_err(|_| {
+            LoginError::Usage(format!(
+                "--cluster-server {:?}: expected the API server's https:// URL",
+                req.cluster_server
+            ))
+        })?
+        .as_str()
+        .to_owned();
+    let cluster_name = match req.cluster_name {
+        Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+        Some(_) => return Err(LoginError::Usage("--cluster-name is empty".to_owned())),
+        None => Endpoint(server.clone()).host(),
+    };
+    let ca_data = match req.cluster_ca {
+        None => None,
+        Some(path) => {
+            let bad =
+                |why: String| LoginError::Usage(format!("--cluster-ca {}: {why}", path.display()));
+            let pem = kube_authn_common::fs::read_bounded(path)
+                .map_err(|e| bad(format!("cannot read: {e}")))?;
+            kube_authn_common::parse_ca_bundle(&pem).map_err(bad)?;
+            Some(STANDARD.encode(&pem))
+        }
+    };
+    let user_name = format!("{}-{}", req.target.kind(), req.target.username());
+    let context_name = format!("{cluster_name}-{user_name}");
+    let what = match req.target {
+        Target::Pcd { .. } => "PCD-K (Keystone and Dex)",
+        Target::Efa { .. } => "EFA",
+    };
+    let doc = SingleKubeconfig::new(
+        &cluster_name,
+        server,
+        ca_data,
+        &user_name,
+        User {
+            exec: Exec {
+                api_version: API_V1,
+                command: req.command.to_owned(),
+                args: plugin_args(req.target, req.options)?,
+                interactive_mode: "IfAvailable",
+                provide_cluster_info: false,
+                install_hint: format!(
+                    "kube-authn-login logs you in to this cluster through {what}.\n\
+                     It was not found: get it from your cluster administrator,\n\
+                     put it on your PATH, and run kubectl again.\n"
+                ),
+            },
+        },
+        &context_name,
+    );
+    serde_norway::to_string(&doc)
+        .map_err(|e| LoginError::Usage(format!("cannot write the kubeconfig: {e}")))
+}
+
+/// `pcd|efa` and the flags that reproduce this login.
+pub fn plugin_args(target: &Target, o: &PluginOptions) -> Result<Vec<String>, LoginError> {
+    let mut args: Vec<String> = vec![target.kind().into()];
+    let mut flag = |name: &str, value: String| {
+        args.push(format!("--{name}"));
+        args.push(value);
+    };
+    flag("endpoint", target.endpoint().as_str().to_owned());
+    flag("username", target.username().to_owned());
+    match target {
+        Target::Pcd {
+            domain, project, ..
+        } => {
+            if let Some(d) = domain {
+                flag("domain", d.clone());
+            }
+            if let Some(p) = project {
+                flag("project", p.clone());
+            }
+        }
+        Target::Efa { client_id, .. } => {
+            if let Some(c) = client_id {
+                flag("client-id", c.clone());
+            }
+        }
+    }
+    let absolute = |p: &Path, name: &str| {
+        std::path::absolute(p)
+            .map(|a| a.display().to_string())
+            .map_err(|e| LoginError::Usage(format!("--{name} {}: {e}", p.display())))
+    };
+    if let Some(p) = &o.ca_file {
+        // Checked now rather than at the first kubectl command.
+        let pem = kube_authn_common::fs::read_bounded(p).map_err(|e| {
+            LoginError::Usage(format!("--ca-file {}: cannot read: {e}", p.display()))
+        })?;
+        kube_authn_common::parse_ca_bundle(&pem)
+            .map_err(|e| LoginError::Usage(format!("--ca-file {}: {e}", p.display())))?;
+        flag("ca-file", absolute(p, "ca-file")?);
+    }
+    if let Some(p) = &o.cache_dir {
+        flag("cache-dir", absolute(p, "cache-dir")?);
+    }
+    if let Some(v) = &o.password_env {
+        flag("password-env", v.clone());
+    }
+    if let Some(t) = o.timeout {
+        flag("timeout", humantime::format_duration(t).to_string());
+    }
+    if let Some(t) = o.lock_timeout {
+        flag("lock-timeout", humantime::format_duration(t).to_string());
+    }
+    Ok(args)
+}

@@ -1,0 +1,416 @@
+//! One TokenReview end to end, in process (decode the body, route by `iss`,
+//! verify, map claims, encode the answer, count it in the metrics, log it),
+//! against the bare signature check with the same key, for RS256, ES256 and
+//! EdDSA. Every run ends with the ratio review cost / signature cost.
+//!
+//!     cargo bench --bench review            # all of it (~2 min)
+//!     cargo bench --bench review -- rs256   # one algorithm
+//!
+//! Not part of the tests: under `cargo test --all-targets` it only says so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use kube_authn_common::clock::{Clock, unix_now};
+use kube_authn_testkit::{dex_claims, issuer::TestIssuer, tokens::refused_token};
+use kube_authn_webhook::cmd::demo::apiserver_request;
+use kube_authn_webhook::config::Config;
+use kube_authn_webhook::pki::Ca;
+use kube_authn_webhook::review::Reviewer;
+use kube_authn_webhook::review::cache::TokenCache;
+use kube_authn_webhook::wire::ApiVersion;
+use serde_json::{Value, json};
+
+/// Distinct tokens per algorithm. A miss sample longer than this starts over
+/// with an empty cache (outside the timed part), so every timed review misses.
+const POOL: usize = 1000;
+const CACHE: &str = "{max_entries: 100000, max_ttl: 5m, negative_ttl: 10s}";
+
+/// Medians (ns) of the benchmarks that ran in this process, for the ratios.
+static RAN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn main() {
+    // `cargo test --all-targets` runs bench targets without `--bench`:
+    // nothing to measure there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("review bench: not run under `cargo test` (use `cargo bench --bench review`)");
+        return;
+    }
+    kube_authn_webhook::install_crypto_providers();
+    // One info line per review, formatted as in production (JSON), written
+    // nowhere: the formatting is part of a review's cost, a terminal is not.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter("info")
+        .with_writer(std::io::sink)
+        .try_init();
+    let out_dir = criterion_home();
+    let mut c = Criterion::default()
+        .output_directory(&out_dir)
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .configure_from_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        bench_algorithm(&mut c, &rt, alg);
+    }
+    bench_refused(&mut c, &rt);
+    c.final_summary();
+    print_ratios(&out_dir);
+}
+
+fn criterion_home() -> PathBuf {
+    if let Some(p) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("criterion")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    _issuer: TestIssuer,
+    config: Config,
+    /// TokenReview bodies, one distinct token each.
+    bodies: Vec<Vec<u8>>,
+    /// The first token, split for the bare signature check.
+    signing_input: String,
+    signature: String,
+    key: DecodingKey,
+}
+
+fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture {
+    let ca = Ca::new("bench CA", 1).expect("CA");
+    let issuer = rt
+        .block_on(TestIssuer::start(&ca, alg))
+        .expect("dev issuer");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = ca
+        .server(&["127.0.0.1".to_owned()], 1)
+        .expect("server certificate");
+    write(dir.path(), "ca.crt", &ca.cert_pem);
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    let config_path = write(
+        dir.path(),
+        "config.yaml",
+        &config_yaml(issuer.url(), alg, cache),
+    );
+    let config = Config::load(&config_path).expect("bench config");
+
+    let now = unix_now();
+    let bodies: Vec<Vec<u8>> = (0..POOL)
+        .map(|i| {
+            let email = format!("user{i}@example.com");
+            let claims = dex_claims(
+                issuer.url(),
+                now,
+                Some(&email),
+                &format!("user {i}"),
+                &["pcd-default-service-admin", "developers"],
+            );
+            review_body(&issuer.mint(&claims))
+        })
+        .collect();
+    let first: Value = serde_json::from_slice(&bodies[0]).expect("body");
+    let token = first["spec"]["token"].as_str().expect("token").to_owned();
+    let (signing_input, signature) = token.rsplit_once('.').expect("a JWS");
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(issuer.current_key().jwk).expect("JWK");
+    Fixture {
+        _dir: dir,
+        _issuer: issuer,
+        config,
+        bodies,
+        signing_input: signing_input.to_owned(),
+        signature: signature.to_owned(),
+        key: DecodingKey::from_jwk(&jwk).expect("decoding key"),
+    }
+}
+
+fn config_yaml(url: &str, alg: Algorithm, cache: &str) -> String {
+    format!(
+        r#"server:
+  listen: 127.0.0.1:0
+  tls: {{cert_file: tls.crt, key_file: tls.key}}
+telemetry: {{listen: 127.0.0.1:0, log_format: json}}
+cache: {cache}
+issuers:
+  - name: dex
+    kind: oidc
+    url: {url}
+    certificate_authority_file: ca.crt
+    audiences: [kubernetes]
+    algorithms: [{alg:?}]
+    claims:
+      username: {{claims: [email, name]}}
+      groups: {{claim: groups}}
+      uid: {{claim: sub}}
+      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
+"#
+    )
+}
+
+fn review_body(token: &str) -> Vec<u8> {
+    apiserver_request(ApiVersion::V1, token, &["https://kubernetes.default.svc"])
+        .to_string()
+        .into_bytes()
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).expect("write bench file");
+    p
+}
+
+/// A reviewer whose issuer keys are already fetched, as after start-up.
+fn reviewer(rt: &tokio::runtime::Runtime, config: &Config) -> Reviewer {
+    let r = Reviewer::from_config(config, Clock::System, rt.handle()).expect("reviewer");
+    for issuer in r.verifier.issuers() {
+        if let Some(remote) = &issuer.remote {
+            rt.block_on(remote.refresh()).expect("dev issuer keys");
+        }
+    }
+    r
+}
+
+fn authenticated(rt: &tokio::runtime::Runtime, r: &Reviewer, body: &[u8]) -> bool {
+    let answer = rt.block_on(r.review_body(body)).expect("an answer");
+    let v: Value = serde_json::from_slice(&answer).expect("JSON answer");
+    v["status"]["authenticated"] == json!(true)
+}
+
+fn bench_algorithm(c: &mut Criterion, rt: &tokio::runtime::Runtime, alg: Algorithm) {
+    let name = format!("{alg:?}").to_lowercase();
+    let f = fixture(rt, alg, CACHE);
+    let mut group = c.benchmark_group(&name);
+
+    // The floor: jsonwebtoken's check of one signature with the issuer's key.
+    group.bench_function("signature", |b| {
+        mark(&name, "signature");
+        b.iter(|| {
+            jsonwebtoken::crypto::verify(
+                black_box(&f.signature),
+                black_box(f.signing_input.as_bytes()),
+                &f.key,
+                alg,
+            )
+            .expect("signature verifies")
+        })
+    });
+
+    // The same check with the key parsed once: what jsonwebtoken's per-check key parse costs.
+    let parsed = kube_authn_testkit::bench::parse_public_key(&f.key, alg).expect("parsed");
+    let sig_bytes = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &f.signature,
+    )
+    .expect("base64url");
+    group.bench_function("signature_parsed_key", |b| {
+        mark(&name, "signature_parsed_key");
+        b.iter(|| {
+            parsed
+                .verify_sig(black_box(f.signing_input.as_bytes()), black_box(&sig_bytes))
+                .expect("signature verifies")
+        })
+    });
+
+    // Miss: a token the cache has not seen. Every review verifies the
+    // signature and inserts the identity.
+    let mut miss = reviewer(rt, &f.config);
+    assert!(
+        authenticated(rt, &miss, &f.bodies[0]),
+        "{name}: the bench token must authenticate"
+    );
+    group.bench_function("review_miss", |b| {
+        mark(&name, "review_miss");
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let n = left.min(f.bodies.len());
+                miss.cache = TokenCache::new(&f.config.cache);
+                let start = Instant::now();
+                rt.block_on(async {
+                    for body in &f.bodies[..n] {
+                        black_box(miss.review_body(black_box(body)).await.expect("answer"));
+                    }
+                });
+                timed += start.elapsed();
+                left -= n;
+            }
+            timed
+        })
+    });
+    let lookups = &miss.metrics.cache_lookups;
+    assert_eq!(
+        lookups.with_label_values(&["hit"]).get(),
+        0,
+        "{name}: a miss sample hit the cache"
+    );
+
+    // Miss with the cache off (`cache.max_entries: 0`), as `scripts/load.sh`
+    // runs its miss scenarios: the difference is the cache's own cost.
+    let off_config = {
+        let mut c = f.config.cache.clone();
+        c.max_entries = 0;
+        c
+    };
+    let mut off = reviewer(rt, &f.config);
+    off.cache = TokenCache::new(&off_config);
+    group.bench_function("review_miss_cache_off", |b| {
+        mark(&name, "review_miss_cache_off");
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for i in 0..iters as usize {
+                    let body = &f.bodies[i % f.bodies.len()];
+                    black_box(off.review_body(black_box(body)).await.expect("answer"));
+                }
+            });
+            start.elapsed()
+        })
+    });
+
+    // Hit: the same token again, answered from the cache.
+    let hit = reviewer(rt, &f.config);
+    let hot = &f.bodies[0];
+    assert!(authenticated(rt, &hit, hot));
+    group.bench_function("review_hit", |b| {
+        mark(&name, "review_hit");
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for _ in 0..iters {
+                    black_box(hit.review_body(black_box(hot)).await.expect("answer"));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+    drop(miss);
+}
+
+/// Refusals decided from scratch (cache off, as a flood of distinct bad
+/// tokens would be): a third not a JWT, a third from an unknown issuer, a
+/// third expired. Compare with `review_hit`: the flood target is "at least as
+/// fast as cache hits".
+fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let f = fixture(rt, Algorithm::ES256, CACHE);
+    let mut cfg = f.config.cache.clone();
+    cfg.max_entries = 0;
+    let mut r = reviewer(rt, &f.config);
+    r.cache = TokenCache::new(&cfg);
+    let key = kube_authn_testkit::DevKey::generate(Algorithm::ES256).expect("key");
+    let url = f.config.issuers[0].url.clone().expect("issuer url");
+    let now = unix_now();
+    let bodies: Vec<Vec<u8>> = (0..999)
+        .map(|i| {
+            let token = refused_token(i, &url, now, &key);
+            review_body(&token)
+        })
+        .collect();
+    for b in &bodies[..3] {
+        assert!(!authenticated(rt, &r, b), "refused tokens must be refused");
+    }
+    let mut group = c.benchmark_group("refused");
+    group.bench_function("review_refused_cache_off", |b| {
+        mark("refused", "review_refused_cache_off");
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            rt.block_on(async {
+                for i in 0..iters as usize {
+                    let body = &bodies[i % bodies.len()];
+                    black_box(r.review_body(black_box(body)).await.expect("answer"));
+                }
+            });
+            start.elapsed()
+        })
+    });
+    group.finish();
+}
+
+fn mark(group: &str, id: &str) {
+    let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = (group.to_owned(), id.to_owned());
+    if !ran.contains(&entry) {
+        ran.push(entry);
+    }
+}
+
+/// The median of one benchmark of this run, from criterion's estimates.
+fn median_ns(out_dir: &Path, group: &str, id: &str) -> Option<f64> {
+    let text =
+        std::fs::read_to_string(out_dir.join(group).join(id).join("new/estimates.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn print_ratios(out_dir: &Path) {
+    let ran = RAN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut by_group: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for (g, id) in ran {
+        if let Some(ns) = median_ns(out_dir, &g, &id) {
+            by_group.entry(g).or_default().insert(id, ns);
+        }
+    }
+    println!("\n== review cost / signature cost (criterion medians) ==");
+    println!("signature: jsonwebtoken::crypto::verify; parsed: the same check, key parsed once");
+    println!(
+        "{:<7} {:>12} {:>10} {:>12} {:>7} {:>14} {:>7} {:>12}",
+        "alg",
+        "signature",
+        "parsed",
+        "review miss",
+        "ratio",
+        "miss cache-off",
+        "ratio",
+        "review hit"
+    );
+    for (g, m) in &by_group {
+        let sig = m.get("signature").copied();
+        let us = |id: &str| {
+            m.get(id)
+                .map_or("-".to_owned(), |ns| format!("{:.2} us", ns / 1000.0))
+        };
+        let ratio = |id: &str| match (m.get(id), sig) {
+            (Some(r), Some(s)) if s > 0.0 => format!("{:.2}", r / s),
+            _ => "-".to_owned(),
+        };
+        if let Some(ns) = m.get("review_refused_cache_off") {
+            println!(
+                "refused (cache off, garbage/unknown iss/expired): {:.2} us per review",
+                ns / 1000.0
+            );
+            continue;
+        }
+        println!(
+            "{:<7} {:>12} {:>10} {:>12} {:>7} {:>14} {:>7} {:>12}",
+            g,
+            us("signature"),
+            us("signature_parsed_key"),
+            us("review_miss"),
+            ratio("review_miss"),
+            us("review_miss_cache_off"),
+            ratio("review_miss_cache_off"),
+            us("review_hit"),
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! The demo's OIDC issuer, shaped like Dex: HTTPS on loopback, discovery at
+//! `<url>/.well-known/openid-configuration`, JWKS at `<url>/keys`, a key it
+//! generated itself. Only `demo` starts it; the test kit builds its
+//! fault-injecting issuer from the same keys and documents.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{HttpResponse, web};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PKCS_RSA_SHA256, RsaKeySize};
+use serde_json::{Value, json};
+
+use crate::pki::Ca;
+
+/// A signing key with its public halves in every shape a verifier may want.
+#[derive(Clone)]
+pub struct DevKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    encoding: EncodingKey,
+    /// The public key as a JWK (with kid, alg and use).
+    pub jwk: Value,
+    /// The public key as a PEM `PUBLIC KEY` (SPKI).
+    pub public_pem: String,
+    pkcs8_der: Vec<u8>,
+}
+
+impl DevKey {
+    /// A fresh key: RS256 (RSA-2048, as Dex's local signer), ES256 (P-256) or EdDSA (Ed25519).
+    pub fn generate(alg: Algorithm) -> Result<DevKey, String> {
+        let e = |e: rcgen::Error| format!("key generation failed: {e}");
+        let kp = match alg {
+            Algorithm::RS256 => {
+                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(e)?
+            }
+            Algorithm::ES256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(e)?,
+            Algorithm::EdDSA => KeyPair::generate_for(&PKCS_ED25519).map_err(e)?,
+            other => {
+                return Err(format!(
+                    "the dev issuer signs RS256, ES256 or EdDSA, not {other:?}"
+                ));
+            }
+        };
+        let pkcs8_der = kp.serialize_der();
+        let raw = kp.public_key_raw();
+        let b64 =
+            |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, b);
+        let kid = random_hex(20);
+        let (encoding, jwk) = match alg {
+            Algorithm::RS256 => {
+                let public = aws_lc_rs::rsa::PublicKey::from_der(raw)
+                    .map_err(|e| format!("bad generated RSA key: {e}"))?;
+                let c = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(&public);
+                let enc = EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes())
+                    .map_err(|e| format!("bad generated RSA key: {e}"))?;
+                (enc, json!({"kty": "RSA", "n": b64(&c.n), "e": b64(&c.e)}))
+            }
+            Algorithm::ES256 => {
+                let (x, y) = raw[1..].split_at(32);
+                (
+                    EncodingKey::from_ec_der(&pkcs8_der),
+                    json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y)}),
+                )
+            }
+            _ => (
+                EncodingKey::from_ed_der(&pkcs8_der),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}),
+            ),
+        };
+        let mut jwk = jwk;
+        jwk["kid"] = json!(kid);
+        jwk["use"] = json!("sig");
+        jwk["alg"] = json!(format!("{alg:?}"));
+        Ok(DevKey {
+            kid,
+            alg,
+            encoding,
+            jwk,
+            public_pem: kp.public_key_pem(),
+            pkcs8_der,
+        })
+    }
+
+    /// A signed JWT with this key's `alg` and `kid`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        self.sign_with_header(&header, claims)
+    }
+
+    /// Signs `claims` under `header` (which must name this key's family).
+    pub fn sign_with_header(&self, header: &Header, claims: &Value) -> String {
+        // Signing with a key we generated over claims we built cannot fail
+        // unless the header names another key family: a caller's mistake,
+        // which the verifier then refuses as a malformed token.
+        jsonwebtoken::encode(header, claims, &self.encoding)
+            .unwrap_or_else(|e| format!("signing-failed:{e}"))
+    }
+
+    /// The private key, PKCS#8 DER (for a certificate over this key).
+    pub fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8_der
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The system RNG failing is not something a dev key id can recover from;
+    // an all-zero id still works.
+    let _ = aws_lc_rs::rand::fill(&mut buf);
+    hex::encode(buf)
+}
+
+/// The discovery document of an issuer at `url`, as Dex serves it.
+pub fn discovery_document(url: &str, issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{url}/auth"),
+        "token_endpoint": format!("{url}/token"),
+        "jwks_uri": format!("{url}/keys"),
+        "userinfo_endpoint": format!("{url}/userinfo"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "scopes_supported": ["openid", "email", "groups", "profile", "offline_access"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "exp", "email", "email_verified", "groups", "name"]
+    })
+}
+
+/// A JWKS publishing `keys`.
+pub fn jwks_document<'a>(keys: impl IntoIterator<Item = &'a DevKey>) -> Value {
+    let keys: Vec<&Value> = keys.into_iter().map(|k| &k.jwk).collect();
+    json!({ "keys": keys })
+}
+
+/// A rustls server config for a PEM certificate chain and key.
+pub fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| e.to_string())?;
+    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())
+}
+
+struct State {
+    url: String,
+    key: DevKey,
+}
+
+/// The running demo issuer.
+pub struct DemoIssuer {
+    state: Arc<State>,
+    handle: ServerHandle,
+}
+
+impl DemoIssuer {
+    /// Starts on a free loopback port with one key of `alg`, its serving
+    /// certificate signed by `ca`.
+    pub async fn start(ca: &Ca, alg: Algorithm) -> Result<DemoIssuer, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("demo issuer: cannot bind {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let tls = ca
+            .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)
+            .map_err(|e| e.to_string())?;
+        let config = rustls_server_config(&tls.cert_pem, &tls.key_pem)?;
+        let state = Arc::new(State {
+            url: format!("https://{addr}/dex"),
+            key: DevKey::generate(alg)?,
+        });
+        let data = web::Data::from(state.clone());
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(data.clone())
+                .route(
+                    "/dex/.well-known/openid-configuration",
+                    web::get().to(|s: web::Data<State>| async move {
+                        HttpResponse::Ok().json(discovery_document(&s.url, &s.url))
+                    }),
+                )
+                .route(
+                    "/dex/keys",
+                    web::get().to(|s: web::Data<State>| async move {
+                        HttpResponse::Ok().json(jwks_document([&s.key]))
+                    }),
+                )
+        })
+        .workers(1)
+        .shutdown_timeout(0)
+        .disable_signals()
+        .listen_rustls_0_23(listener, config)
+        .map_err(|e| e.to_string())?
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(DemoIssuer { state, handle })
+    }
+
+    /// The issuer URL, the `iss` of its tokens.
+    pub fn url(&self) -> &str {
+        &self.state.url
+    }
+
+    /// Signs `claims` with the issuer's key.
+    pub fn mint(&self, claims: &Value) -> String {
+        self.state.key.sign(claims)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Claims of a Dex id_token as Platform9 PCD-K issues them (Keystone connector,
+/// scopes openid email groups profile), valid for 24 hours from `now`.
+pub fn dex_claims(
+    issuer: &str,
+    now: u64,
+    email: Option<&str>,
+    name: &str,
+    groups: &[&str],
+) -> Value {
+    let mut c = json!({
+        "iss": issuer,
+        // base64url(protobuf{1: user_id, 2: connector_id}), as Dex encodes sub.
+        "sub": "CiQ2YmE3YjgxMC05ZGFkLTExZDEtODBiNC0wMGMwNGZkNDMwYzgSB2RlZmF1bHQ",
+        "aud": "kubernetes",
+        "exp": now + 86_399,
+        "iat": now,
+        "nonce": "demo",
+        "at_hash": "XZ7jqCPLkIXw8ZYw1o3Ejg",
+        "groups": groups,
+        "name": name,
+        "federated_claims": {"connector_id": "default", "user_id": "6ba7b810-9dad-11d1-80b4-00c04fd430c8"}
+    });
+    if let Some(e) = email {
+        c["email"] = json!(e);
+        c["email_verified"] = json!(true);
+    }
+    c
+}

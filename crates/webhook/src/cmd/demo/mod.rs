@@ -1,0 +1,183 @@
+//! `kube-authn-webhook demo`: the whole service on loopback with nothing
+//! outside it: a Dex-like dev issuer, the webhook with a fresh certificate,
+//! and one TokenReview round trip over TLS, printed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+
+use kube_authn_common::clock::{Clock, unix_now};
+
+use crate::config::{Config, LogFormat};
+use crate::pki::Ca;
+use crate::wire::{self, ApiVersion};
+use crate::{http as server, logging};
+
+pub mod issuer;
+
+use issuer::{DemoIssuer, dex_claims};
+
+pub async fn run(once: bool) -> Result<(), String> {
+    let _log = logging::init(LogFormat::Text);
+    let dir = tempfile::Builder::new()
+        .prefix("kube-authn-webhook-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let ca = Ca::new("kube-authn-webhook demo CA", 1).map_err(|e| e.to_string())?;
+    let issuer = DemoIssuer::start(&ca, Algorithm::RS256).await?;
+    let tls = ca
+        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)
+        .map_err(|e| e.to_string())?;
+    write(dir.path(), "ca.crt", &ca.cert_pem)?;
+    write(dir.path(), "tls.crt", &tls.cert_pem)?;
+    write(dir.path(), "tls.key", &tls.key_pem)?;
+    let config_text = format!(
+        r#"# Written by `kube-authn-webhook demo`.
+server:
+  listen: 127.0.0.1:0
+  tls: {{cert_file: tls.crt, key_file: tls.key}}
+telemetry: {{listen: 127.0.0.1:0, log_format: text}}
+cache: {{max_entries: 10000, max_ttl: 5m, negative_ttl: 10s}}
+issuers:
+  - name: demo-dex
+    kind: oidc
+    url: {url}
+    certificate_authority_file: ca.crt
+    audiences: [kubernetes]
+    algorithms: [RS256]
+    claims:
+      username: {{claims: [email, name]}}
+      groups: {{claim: groups}}
+      uid: {{claim: sub}}
+      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
+"#,
+        url = issuer.url()
+    );
+    let config_path = write(dir.path(), "config.yaml", &config_text)?;
+    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+
+    let running = server::start(&config, Clock::System)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !running.wait_ready(Duration::from_secs(10)).await {
+        return Err("the webhook did not fetch the dev issuer's keys within 10s".to_owned());
+    }
+    let addr = running.addr;
+    let url = format!("https://{addr}/authenticate");
+
+    println!("\n== kube-authn-webhook demo ==");
+    println!("dev OIDC issuer (Dex-like): {}", issuer.url());
+    println!("webhook (TLS):              {url}");
+    println!(
+        "telemetry:                  http://{}/metrics",
+        running.telemetry_addr
+    );
+    println!("config:                     {}\n", config_path.display());
+
+    let token = mint(&issuer);
+    let request = review_request(&token);
+    let client = reqwest::Client::builder()
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes())
+                .map_err(|e| e.to_string())?,
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(request.to_string())
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status();
+    let body: Value = serde_json::from_slice(&resp.bytes().await.map_err(|e| e.to_string())?)
+        .map_err(|e| format!("the webhook's answer is not JSON: {e}"))?;
+
+    let mut shown = request.clone();
+    shown["spec"]["token"] = json!(format!(
+        "{}... ({} bytes)",
+        &token[..24.min(token.len())],
+        token.len()
+    ));
+    println!("POST {url}");
+    println!("{}\n", pretty(&shown));
+    println!("HTTP {status}");
+    println!("{}\n", pretty(&body));
+
+    let authenticated = body["status"]["authenticated"] == json!(true);
+    let fresh = write(
+        dir.path(),
+        "review.json",
+        &review_request(&mint(&issuer)).to_string(),
+    )?;
+    let ca_file = dir.path().join("ca.crt");
+    println!("Try it yourself with a fresh token (valid 24h):");
+    println!(
+        "  curl --cacert {} -H 'Content-Type: application/json' --data @{} {url}\n",
+        ca_file.display(),
+        fresh.display()
+    );
+    println!(
+        "Metrics: curl -s http://{}/metrics | grep authn_webhook_",
+        running.telemetry_addr
+    );
+    println!(
+        "Ready:   curl -s http://{}/readyz\n",
+        running.telemetry_addr
+    );
+
+    if !authenticated {
+        running.shutdown().await;
+        return Err("the demo token was not authenticated; see the answer above".to_owned());
+    }
+    if !once {
+        println!("Serving until Ctrl-C.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    running.shutdown().await;
+    issuer.stop().await;
+    Ok(())
+}
+
+/// A TokenReview request as the kube-apiserver sends it, empty `metadata`
+/// and `status` included (the test kit sends the demo's request too).
+pub fn apiserver_request(
+    version: ApiVersion,
+    token: &str,
+    audiences: &[&str],
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": version.as_str(),
+        "kind": wire::KIND,
+        "metadata": {"creationTimestamp": null},
+        "spec": {"token": token, "audiences": audiences},
+        "status": {"user": {}}
+    })
+}
+
+fn mint(issuer: &DemoIssuer) -> String {
+    issuer.mint(&dex_claims(
+        issuer.url(),
+        unix_now(),
+        Some("jane@example.com"),
+        "jane",
+        &["pcd-default-service-admin", "developers"],
+    ))
+}
+
+fn review_request(token: &str) -> Value {
+    apiserver_request(ApiVersion::V1, token, &["https://kubernetes.default.svc"])
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> Result<std::path::PathBuf, String> {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    Ok(p)
+}

@@ -1,0 +1,1014 @@
+//! The config file, in two stages: `raw` mirrors the YAML (unknown fields are
+//! errors), `Config` is what the rest of the code trusts. Validation reads every
+//! file the config names, so `check-config` catches what `serve` would trip on.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use kube_authn_common::fs::read_bounded;
+
+use crate::keys::{self, VerifyKey};
+use crate::verify::claims::{ClaimMapping, ClaimPath};
+
+/// Issuer name used in metrics and logs for tokens no issuer claims.
+pub const UNMATCHED_ISSUER: &str = "unmatched";
+
+mod raw {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub server: Server,
+        #[serde(default)]
+        pub telemetry: Telemetry,
+        #[serde(default)]
+        pub cache: Cache,
+        #[serde(default)]
+        pub issuers: Vec<Issuer>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Option<String>,
+        pub tls: Tls,
+        pub max_body_bytes: Option<u64>,
+        pub request_timeout: Option<String>,
+        pub read_timeout: Option<String>,
+        pub shutdown_grace: Option<String>,
+        pub max_connections: Option<usize>,
+        pub workers: Option<usize>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Tls {
+        pub cert_file: PathBuf,
+        pub key_file: PathBuf,
+        pub client_ca_file: Option<PathBuf>,
+        pub allowed_client_names: Option<Vec<String>>,
+        pub reload_interval: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Telemetry {
+        pub listen: Option<String>,
+        pub log_format: Option<String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Cache {
+        pub max_entries: Option<u64>,
+        pub max_ttl: Option<String>,
+        pub negative_ttl: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Issuer {
+        pub name: String,
+        pub kind: String,
+        pub url: Option<String>,
+        pub certificate_authority_file: Option<PathBuf>,
+        pub jwks_url: Option<String>,
+        pub audiences: Option<Vec<String>>,
+        pub trust_implicit_audience: Option<bool>,
+        pub algorithms: Option<Vec<String>>,
+        pub clock_skew: Option<String>,
+        pub jwks_fetch_timeout: Option<String>,
+        pub jwks_min_refetch_interval: Option<String>,
+        pub keys: Option<Keys>,
+        pub claims: Option<Claims>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Keys {
+        pub public_key_files: Option<Vec<PathBuf>>,
+        pub jwks_url: Option<String>,
+        pub hmac_secret_file: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Claims {
+        pub username: Option<ClaimRef>,
+        pub groups: Option<ClaimRef>,
+        pub uid: Option<ClaimRef>,
+        pub extra: Option<BTreeMap<String, String>>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClaimRef {
+        pub claim: Option<String>,
+        pub claims: Option<Vec<String>>,
+        pub prefix: Option<String>,
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: Server,
+    pub telemetry: Telemetry,
+    pub cache: Cache,
+    pub issuers: Vec<Issuer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    pub max_body_bytes: usize,
+    /// Deadline for one review, including any key refetch it waits on. Below
+    /// the kube-apiserver's own 30 s so it gets an answer rather than a timeout.
+    pub request_timeout: Duration,
+    /// A client must send its whole request (headers, then body) within this;
+    /// slow senders are cut off.
+    pub read_timeout: Duration,
+    /// On SIGTERM, how long in-flight reviews get to finish.
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
+    /// When non-empty, a client certificate must name one of these (subject
+    /// CN or a DNS SAN); others get 403.
+    pub allowed_client_names: Vec<String>,
+    /// How often the files are checked for a new certificate or CA.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Telemetry {
+    pub listen: SocketAddr,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub max_entries: u64,
+    pub max_ttl: Duration,
+    pub negative_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerKind {
+    Oidc,
+    Efa,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Oidc => "oidc",
+            IssuerKind::Efa => "efa",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Issuer {
+    pub name: String,
+    pub kind: IssuerKind,
+    /// The token `iss` this issuer answers for; `None` only for an efa issuer
+    /// that takes tokens without `iss`.
+    pub url: Option<String>,
+    /// Empty means the token's `aud` is not checked (efa only).
+    pub audiences: Vec<String>,
+    pub trust_implicit_audience: bool,
+    pub algorithms: Vec<Algorithm>,
+    pub clock_skew: Duration,
+    pub claims: ClaimMapping,
+    pub static_keys: Vec<VerifyKey>,
+    pub remote: Option<RemoteKeys>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemoteKeys {
+    pub source: RemoteSource,
+    /// PEM bundle to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    pub fetch_timeout: Duration,
+    pub min_refetch_interval: Duration,
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteSource {
+    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    Discovery {
+        issuer: String,
+    },
+    Jwks {
+        url: String,
+    },
+}
+
+/// Every problem found in one config file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "config file {}: {} problem{}",
+            self.file.display(),
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.field.is_empty() {
+                writeln!(f, "  - {}", p.message)?;
+            } else {
+                writeln!(f, "  - {}: {}", p.field, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+const DEFAULT_TELEMETRY_LISTEN: &str = "0.0.0.0:9090";
+const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it are taken from
+    /// the file's own directory (as kubeconfig does).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                field: String::new(),
+                message,
+            }],
+        };
+        let bytes = read_bounded(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses config text as if it had been read from `path`.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::Config = serde_norway::from_str(text).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            problems: vec![Problem {
+                field: String::new(),
+                message: format!("not a valid config: {e}"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut v = Validator {
+            base,
+            problems: Vec::new(),
+        };
+        let config = v.config(raw, path);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: path.to_owned(),
+                problems: v.problems,
+            })
+        }
+    }
+
+    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.name == name)
+    }
+}
+
+struct Validator {
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn problem(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn read(&mut self, field: &str, p: &Path) -> Option<Vec<u8>> {
+        let full = self.path(p);
+        match read_bounded(&full) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.problem(field, format!("cannot read {}: {e}", full.display()));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, field: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(s) = value else { return default };
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problem(
+                    field,
+                    format!("{s:?} is not a duration ({e}); write it like 30s, 5m or 1h"),
+                );
+                default
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, field: &str, value: Option<&str>, default: &str) -> SocketAddr {
+        let s = value.unwrap_or(default);
+        match s.parse() {
+            Ok(a) => a,
+            Err(_) => {
+                self.problem(
+                    field,
+                    format!("{s:?} is not an address:port such as 0.0.0.0:8443 or 127.0.0.1:8443"),
+                );
+                // Only reached when there is a problem, so the value is never used.
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+        }
+    }
+
+    fn config(&mut self, raw: raw::Config, path: &Path) -> Config {
+        let server = self.server(raw.server);
+        let telemetry = self.telemetry(raw.telemetry);
+        let cache = self.cache(raw.cache);
+        if telemetry.listen == server.listen && server.listen.port() != 0 {
+            self.problem(
+                "telemetry.listen",
+                "must differ from server.listen: the telemetry port is plain HTTP",
+            );
+        }
+        if raw.issuers.is_empty() {
+            self.problem("issuers", "at least one issuer is needed");
+        }
+        self.distinct_issuers(&raw.issuers);
+        let issuers: Vec<Issuer> = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.issuer(i, r))
+            .collect();
+        Config {
+            path: path.to_owned(),
+            server,
+            telemetry,
+            cache,
+            issuers,
+        }
+    }
+
+    fn server(&mut self, raw: raw::Server) -> Server {
+        let listen = self.socket_addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+        let reload_interval = self.duration(
+            "server.tls.reload_interval",
+            raw.tls.reload_interval.as_deref(),
+            DEFAULT_RELOAD_INTERVAL,
+        );
+        if reload_interval < Duration::from_millis(100) {
+            self.problem("server.tls.reload_interval", "must be at least 100ms");
+        }
+        let tls = TlsFiles {
+            cert_file: self.path(&raw.tls.cert_file),
+            key_file: self.path(&raw.tls.key_file),
+            client_ca_file: raw.tls.client_ca_file.as_deref().map(|p| self.path(p)),
+            allowed_client_names: raw.tls.allowed_client_names.unwrap_or_default(),
+            reload_interval,
+        };
+        if !tls.allowed_client_names.is_empty() && tls.client_ca_file.is_none() {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "needs client_ca_file: without client certificates there are no names to check",
+            );
+        }
+        if tls.allowed_client_names.iter().any(|n| n.trim().is_empty()) {
+            self.problem(
+                "server.tls.allowed_client_names",
+                "a name must not be empty",
+            );
+        }
+        if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+            self.problem("server.tls", e.to_string());
+        }
+        if let Some(ca) = &tls.client_ca_file
+            && let Err(e) = crate::tls::load_client_roots(ca)
+        {
+            self.problem("server.tls.client_ca_file", e.to_string());
+        }
+        let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if !(1024..=64 * 1024 * 1024).contains(&max_body) {
+            self.problem(
+                "server.max_body_bytes",
+                format!("{max_body} is out of range: use 1024 to 67108864 (Dex tokens with many groups reach 60 KB)"),
+            );
+        }
+        let request_timeout = self.duration(
+            "server.request_timeout",
+            raw.request_timeout.as_deref(),
+            DEFAULT_REQUEST_TIMEOUT,
+        );
+        if request_timeout.is_zero() || request_timeout > Duration::from_secs(29) {
+            self.problem(
+                "server.request_timeout",
+                "must be between 1s and 29s: the kube-apiserver gives up on a webhook after 30s",
+            );
+        }
+        let read_timeout = self.duration(
+            "server.read_timeout",
+            raw.read_timeout.as_deref(),
+            DEFAULT_READ_TIMEOUT,
+        );
+        if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(60) {
+            self.problem("server.read_timeout", "must be between 100ms and 60s");
+        }
+        let shutdown_grace = self.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+        );
+        if shutdown_grace > Duration::from_secs(300) {
+            self.problem("server.shutdown_grace", "must be at most 5m");
+        }
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            self.problem("server.max_connections", "must be at least 1");
+        }
+        let workers = raw
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if workers == 0 || workers > 256 {
+            self.problem("server.workers", "must be between 1 and 256");
+        }
+        Server {
+            listen,
+            tls,
+            max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+            request_timeout,
+            read_timeout,
+            shutdown_grace,
+            max_connections,
+            workers,
+        }
+    }
+
+    fn telemetry(&mut self, raw: raw::Telemetry) -> Telemetry {
+        let listen = self.socket_addr(
+            "telemetry.listen",
+            raw.listen.as_deref(),
+            DEFAULT_TELEMETRY_LISTEN,
+        );
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(other) => {
+                self.problem(
+                    "telemetry.log_format",
+                    format!("{other:?} is not a log format: use json or text"),
+                );
+                LogFormat::Json
+            }
+        };
+        Telemetry { listen, log_format }
+    }
+
+    fn cache(&mut self, raw: raw::Cache) -> Cache {
+        let max_ttl = self.duration("cache.max_ttl", raw.max_ttl.as_deref(), DEFAULT_MAX_TTL);
+        let negative_ttl = self.duration(
+            "cache.negative_ttl",
+            raw.negative_ttl.as_deref(),
+            DEFAULT_NEGATIVE_TTL,
+        );
+        if max_ttl > Duration::from_secs(24 * 3600) {
+            self.problem("cache.max_ttl", "must be at most 24h");
+        }
+        if negative_ttl > max_ttl {
+            self.problem("cache.negative_ttl", "must not exceed cache.max_ttl");
+        }
+        let max_entries = raw.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+        if max_entries > 10_000_000 {
+            self.problem(
+                "cache.max_entries",
+                "must be at most 10000000 (0 turns the cache off)",
+            );
+        }
+        Cache {
+            max_entries,
+            max_ttl,
+            negative_ttl,
+        }
+    }
+
+    fn issuer(&mut self, index: usize, raw: raw::Issuer) -> Option<Issuer> {
+        let at = format!("issuers[{index}]");
+        let problems_before = self.problems.len();
+        let name = raw.name.trim().to_owned();
+        if !valid_name(&name) {
+            self.problem(
+                format!("{at}.name"),
+                format!("{name:?} is not a valid name: use lower-case letters, digits and '-', at most 63 characters (it becomes a metric label)"),
+            );
+        } else if name == UNMATCHED_ISSUER {
+            self.problem(
+                format!("{at}.name"),
+                format!("{UNMATCHED_ISSUER:?} is reserved for tokens no issuer matches"),
+            );
+        }
+        let at = format!("issuers[{index}] ({name})");
+        let kind = match raw.kind.as_str() {
+            "oidc" => IssuerKind::Oidc,
+            "efa" => IssuerKind::Efa,
+            other => {
+                self.problem(
+                    format!("{at}.kind"),
+                    format!("{other:?} is not an issuer kind: use oidc (Dex or any OIDC provider) or efa (Extreme EFA/XCO)"),
+                );
+                return None;
+            }
+        };
+
+        let url = raw.url.as_deref().map(str::trim).map(str::to_owned);
+        match (kind, &url) {
+            (IssuerKind::Oidc, None) => self.problem(
+                format!("{at}.url"),
+                "an oidc issuer needs url: the token's iss, e.g. https://pcd.example.com/dex",
+            ),
+            (IssuerKind::Oidc, Some(u)) if !u.starts_with("https://") => self.problem(
+                format!("{at}.url"),
+                format!("{u:?} must start with https:// (keys are fetched from it)"),
+            ),
+            (_, Some(u)) if u.is_empty() => self.problem(
+                format!("{at}.url"),
+                "must not be empty; leave it out instead",
+            ),
+            _ => {}
+        }
+
+        let audiences: Vec<String> = raw.audiences.unwrap_or_default();
+        if kind == IssuerKind::Oidc && audiences.is_empty() {
+            self.problem(
+                format!("{at}.audiences"),
+                "an oidc issuer needs at least one audience (the client id its tokens are issued to, e.g. kubernetes)",
+            );
+        }
+        if audiences.iter().any(|a| a.is_empty()) {
+            self.problem(format!("{at}.audiences"), "an audience must not be empty");
+        }
+
+        let ca_pem = raw
+            .certificate_authority_file
+            .as_deref()
+            .and_then(|p| self.read(&format!("{at}.certificate_authority_file"), p));
+        if let Some(pem) = &ca_pem
+            && let Err(e) = kube_authn_common::parse_ca_bundle(pem)
+        {
+            self.problem(format!("{at}.certificate_authority_file"), e);
+        }
+
+        let (static_keys, remote_source) = match kind {
+            IssuerKind::Oidc => {
+                if raw.keys.is_some() {
+                    self.problem(
+                        format!("{at}.keys"),
+                        "keys is for efa issuers; an oidc issuer gets its keys by discovery, or from jwks_url",
+                    );
+                }
+                let source = match (&raw.jwks_url, &url) {
+                    (Some(j), _) => Some(RemoteSource::Jwks { url: j.clone() }),
+                    (None, Some(u)) => Some(RemoteSource::Discovery { issuer: u.clone() }),
+                    (None, None) => None,
+                };
+                (Vec::new(), source)
+            }
+            IssuerKind::Efa => {
+                if raw.jwks_url.is_some() {
+                    self.problem(
+                        format!("{at}.jwks_url"),
+                        "for an efa issuer, put the JWKS URL under keys.jwks_url",
+                    );
+                }
+                self.efa_keys(&at, raw.keys)
+            }
+        };
+        if let Some(RemoteSource::Jwks { url }) = &remote_source
+            && !url.starts_with("https://")
+        {
+            self.problem(
+                format!("{at}.jwks_url"),
+                format!("{url:?} must start with https://"),
+            );
+        }
+
+        let algorithms = self.algorithms(&at, kind, raw.algorithms, &static_keys);
+        let key_problems = self.problems[problems_before..]
+            .iter()
+            .any(|p| p.field.starts_with(&format!("{at}.keys")));
+        let has_hmac = static_keys.iter().any(VerifyKey::is_hmac);
+        let has_asymmetric = remote_source.is_some() || static_keys.iter().any(|k| !k.is_hmac());
+        for alg in algorithms.iter().filter(|_| !key_problems) {
+            let hmac = is_hmac(*alg);
+            if hmac && !has_hmac {
+                self.problem(
+                    format!("{at}.algorithms"),
+                    format!("{alg:?} needs keys.hmac_secret_file"),
+                );
+            }
+            if !hmac && !has_asymmetric {
+                self.problem(
+                    format!("{at}.algorithms"),
+                    format!("{alg:?} needs a public key (keys.public_key_files or keys.jwks_url)"),
+                );
+            }
+        }
+
+        let clock_skew = self.duration(
+            &format!("{at}.clock_skew"),
+            raw.clock_skew.as_deref(),
+            DEFAULT_CLOCK_SKEW,
+        );
+        if clock_skew > Duration::from_secs(600) {
+            self.problem(format!("{at}.clock_skew"), "must be at most 10m");
+        }
+        let fetch_timeout = self.duration(
+            &format!("{at}.jwks_fetch_timeout"),
+            raw.jwks_fetch_timeout.as_deref(),
+            DEFAULT_FETCH_TIMEOUT,
+        );
+        if fetch_timeout.is_zero() || fetch_timeout > Duration::from_secs(15) {
+            self.problem(
+                format!("{at}.jwks_fetch_timeout"),
+                "must be between 1s and 15s",
+            );
+        }
+        let min_refetch_interval = self.duration(
+            &format!("{at}.jwks_min_refetch_interval"),
+            raw.jwks_min_refetch_interval.as_deref(),
+            DEFAULT_MIN_REFETCH,
+        );
+        if min_refetch_interval < Duration::from_millis(100)
+            || min_refetch_interval > Duration::from_secs(300)
+        {
+            self.problem(
+                format!("{at}.jwks_min_refetch_interval"),
+                "must be between 100ms and 5m",
+            );
+        }
+
+        let claims = self.claims(&at, kind, raw.claims.unwrap_or_default());
+
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        Some(Issuer {
+            name,
+            kind,
+            url: url.filter(|u| !u.is_empty()),
+            audiences,
+            trust_implicit_audience: raw.trust_implicit_audience.unwrap_or(true),
+            algorithms,
+            clock_skew,
+            claims,
+            static_keys,
+            remote: remote_source.map(|source| RemoteKeys {
+                source,
+                ca_pem,
+                fetch_timeout,
+                min_refetch_interval,
+                max_response_bytes: MAX_JWKS_BYTES,
+            }),
+        })
+    }
+
+    fn efa_keys(
+        &mut self,
+        at: &str,
+        raw: Option<raw::Keys>,
+    ) -> (Vec<VerifyKey>, Option<RemoteSource>) {
+        let Some(raw) = raw else {
+            self.problem(
+                format!("{at}.keys"),
+                "an efa issuer needs keys: public_key_files (the EFA JWT certificate or public key), jwks_url, or hmac_secret_file",
+            );
+            return (Vec::new(), None);
+        };
+        let mut keys = Vec::new();
+        for (i, p) in raw.public_key_files.unwrap_or_default().iter().enumerate() {
+            let field = format!("{at}.keys.public_key_files[{i}]");
+            if let Some(bytes) = self.read(&field, p) {
+                match keys::from_pem(&bytes) {
+                    Ok(k) => keys.extend(k),
+                    Err(e) => {
+                        let full = self.path(p);
+                        self.problem(field, format!("{}: {e}", full.display()))
+                    }
+                }
+            }
+        }
+        if let Some(p) = &raw.hmac_secret_file {
+            let field = format!("{at}.keys.hmac_secret_file");
+            if let Some(bytes) = self.read(&field, p) {
+                match keys::hmac_secret(&bytes) {
+                    Ok(k) => keys.push(k),
+                    Err(e) => self.problem(field, e),
+                }
+            }
+        }
+        let remote = raw.jwks_url.map(|url| RemoteSource::Jwks { url });
+        if keys.is_empty()
+            && remote.is_none()
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.field.starts_with(&format!("{at}.keys")))
+        {
+            self.problem(
+                format!("{at}.keys"),
+                "no key source given: set public_key_files, jwks_url or hmac_secret_file",
+            );
+        }
+        (keys, remote)
+    }
+
+    fn algorithms(
+        &mut self,
+        at: &str,
+        kind: IssuerKind,
+        raw: Option<Vec<String>>,
+        static_keys: &[VerifyKey],
+    ) -> Vec<Algorithm> {
+        let field = format!("{at}.algorithms");
+        let Some(names) = raw else {
+            return match kind {
+                // Dex's local signer; Vault-signed Dex needs ES256 or EdDSA listed.
+                IssuerKind::Oidc => vec![Algorithm::RS256],
+                IssuerKind::Efa => {
+                    let mut algs: Vec<Algorithm> = static_keys
+                        .iter()
+                        .map(VerifyKey::default_algorithm)
+                        .collect();
+                    if static_keys.is_empty() {
+                        algs.push(Algorithm::RS256);
+                    }
+                    algs.dedup();
+                    algs
+                }
+            };
+        };
+        if names.is_empty() {
+            self.problem(&field, "must list at least one algorithm, e.g. [RS256]");
+        }
+        let mut algs = Vec::new();
+        for n in names {
+            let alg = match parse_algorithm(&n) {
+                Ok(a) => a,
+                Err(msg) => {
+                    self.problem(&field, msg);
+                    continue;
+                }
+            };
+            if kind == IssuerKind::Oidc && is_hmac(alg) {
+                self.problem(
+                    &field,
+                    format!("{n} is refused for oidc issuers: a shared secret would let anyone holding the client secret mint tokens"),
+                );
+                continue;
+            }
+            if !algs.contains(&alg) {
+                algs.push(alg);
+            }
+        }
+        algs
+    }
+
+    fn claims(&mut self, at: &str, kind: IssuerKind, raw: raw::Claims) -> ClaimMapping {
+        let (default_user, default_groups): (&[&str], &[&str]) = match kind {
+            IssuerKind::Oidc => (&["email", "name"], &["groups"]),
+            IssuerKind::Efa => (&["username", "sub"], &["roles", "role"]),
+        };
+        let (username, username_prefix) =
+            self.claim_ref(&format!("{at}.claims.username"), raw.username, default_user);
+        let (groups, groups_prefix) =
+            self.claim_ref(&format!("{at}.claims.groups"), raw.groups, default_groups);
+        let (uid, uid_prefix) = self.claim_ref(&format!("{at}.claims.uid"), raw.uid, &["sub"]);
+        if !uid_prefix.is_empty() {
+            self.problem(format!("{at}.claims.uid.prefix"), "uid takes no prefix");
+        }
+        let mut extra = Vec::new();
+        for (key, path) in raw.extra.unwrap_or_default() {
+            let field = format!("{at}.claims.extra.{key}");
+            if key.is_empty() || key != key.to_lowercase() || key.contains(char::is_whitespace) {
+                self.problem(
+                    &field,
+                    "extra keys must be lower-case without spaces, ideally domain-prefixed (authn.example.com/name)",
+                );
+                continue;
+            }
+            match ClaimPath::parse(&path) {
+                Some(p) => extra.push((key, p)),
+                None => self.problem(&field, format!("{path:?} is not a claim path")),
+            }
+        }
+        ClaimMapping {
+            username,
+            username_prefix,
+            groups,
+            groups_prefix,
+            uid,
+            extra,
+        }
+    }
+
+    fn claim_ref(
+        &mut self,
+        field: &str,
+        raw: Option<raw::ClaimRef>,
+        default: &[&str],
+    ) -> (Vec<ClaimPath>, String) {
+        let raw = raw.unwrap_or_default();
+        let names: Vec<String> = match (raw.claim, raw.claims) {
+            (Some(_), Some(_)) => {
+                self.problem(field, "set claim or claims, not both");
+                Vec::new()
+            }
+            (Some(c), None) => vec![c],
+            (None, Some(cs)) => cs,
+            (None, None) => default.iter().map(|s| s.to_string()).collect(),
+        };
+        if names.is_empty() {
+            self.problem(field, "names no claim");
+        }
+        let mut paths = Vec::new();
+        for n in names {
+            match ClaimPath::parse(&n) {
+                Some(p) => paths.push(p),
+                None => self.problem(field, format!("{n:?} is not a claim path")),
+            }
+        }
+        let prefix = raw.prefix.unwrap_or_default();
+        if could_make_system_name(&prefix) {
+            self.problem(
+                format!("{field}.prefix"),
+                format!("{prefix:?} could produce a name starting with system:, which Kubernetes reserves for its own components"),
+            );
+        }
+        (paths, prefix)
+    }
+
+    /// Every token must route to exactly one issuer; checked on the raw
+    /// entries so clashes show up beside the issuers' other problems.
+    fn distinct_issuers(&mut self, issuers: &[raw::Issuer]) {
+        let mut names = HashSet::new();
+        let mut matches: HashSet<Option<&str>> = HashSet::new();
+        for (i, iss) in issuers.iter().enumerate() {
+            let at = format!("issuers[{i}] ({})", iss.name.trim());
+            if !names.insert(iss.name.trim()) {
+                self.problem(&at, "another issuer has this name; names must be unique");
+            }
+            let url = iss.url.as_deref().map(str::trim);
+            if url.is_none() && iss.kind != "efa" {
+                continue;
+            }
+            if !matches.insert(url) {
+                let what = match url {
+                    Some(u) => format!("two issuers match tokens with iss {u:?}"),
+                    None => "two efa issuers have no url, so both would match tokens without iss"
+                        .to_owned(),
+                };
+                self.problem(
+                    at,
+                    format!("{what}; every token must route to exactly one issuer"),
+                );
+            }
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+}
+
+/// True when prepending `prefix` to some claim value could yield `system:...`.
+pub fn could_make_system_name(prefix: &str) -> bool {
+    !prefix.is_empty() && (prefix.starts_with("system:") || "system:".starts_with(prefix))
+}
+
+pub fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    if name.eq_ignore_ascii_case("none") {
+        return Err("none is never accepted: an unsigned token proves nothing".to_owned());
+    }
+    name.parse::<Algorithm>().map_err(|_| {
+        format!("{name:?} is not a JWS algorithm: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (or HS256/384/512 for an efa shared secret)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_that_could_spell_system_are_refused() {
+        for p in ["system:", "system:x", "s", "sys", "system"] {
+            assert!(could_make_system_name(p), "{p}");
+        }
+        for p in ["", "efa:", "oidc:", "systems:", "x-system:"] {
+            assert!(!could_make_system_name(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn none_is_never_an_algorithm() {
+        assert!(
+            parse_algorithm("none")
+                .unwrap_err()
+                .contains("never accepted")
+        );
+        assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
+        assert!(parse_algorithm("rs256").is_err());
+    }
+
+    #[test]
+    fn a_config_that_does_not_parse_says_where() {
+        let err = Config::from_yaml("server: [", Path::new("/etc/x/config.yaml")).unwrap_err();
+        assert_eq!(err.file, Path::new("/etc/x/config.yaml"));
+        assert!(err.to_string().contains("not a valid config"));
+        let err = Config::from_yaml(
+            "server: {tls: {cert_file: a, key_file: b}}\nissuers:\n  - {name: x, kind: ldap}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.field == "issuers[0] (x).kind"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! The two listeners: TokenReviews over TLS, and plain-HTTP telemetry
+//! (/metrics, /healthz, /readyz). `start` gives back a handle so tests and the
+//! demo run the real server in-process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::review::{ApiError, Reviewer};
+use crate::tls::{self, TlsReloader};
+use kube_authn_common::clock::Clock;
+
+/// The TokenReview paths: the kube-apiserver posts to whatever its kubeconfig
+/// names, so the API-style paths work too. The body decides the version.
+pub const REVIEW_PATHS: [&str; 3] = [
+    "/authenticate",
+    "/apis/authentication.k8s.io/v1/tokenreviews",
+    "/apis/authentication.k8s.io/v1beta1/tokenreviews",
+];
+
+pub struct AppState {
+    pub reviewer: Reviewer,
+    pub max_body_bytes: usize,
+    /// Set on shutdown: /readyz turns red so load balancers stop sending.
+    pub draining: AtomicBool,
+    pub tls: Arc<TlsReloader>,
+    /// Client certificate names allowed to ask (empty: any the CA signed).
+    pub allowed_client_names: Vec<String>,
+    pub read_timeout: Duration,
+}
+
+impl AppState {
+    pub fn metrics(&self) -> &Metrics {
+        &self.reviewer.metrics
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Issuer(String),
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub telemetry_addr: SocketAddr,
+    pub state: Arc<AppState>,
+    server: ServerHandle,
+    telemetry: ServerHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds both listeners and starts serving; issuer keys are fetched in the
+/// background, so an issuer that is down holds up nobody. Must run inside a
+/// multi-thread tokio runtime.
+pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError> {
+    let runtime = tokio::runtime::Handle::current();
+    let reviewer = Reviewer::from_config(config, clock, &runtime).map_err(StartError::Issuer)?;
+    let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
+    let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
+    for issuer in reviewer.verifier.issuers() {
+        if let Some(remote) = &issuer.remote {
+            tasks.push(tokio::spawn(remote.clone().refresh_forever()));
+        }
+    }
+    let state = Arc::new(AppState {
+        reviewer,
+        max_body_bytes: config.server.max_body_bytes,
+        draining: AtomicBool::new(false),
+        tls: server_tls.reloader.clone(),
+        allowed_client_names: config.server.tls.allowed_client_names.clone(),
+        read_timeout: config.server.read_timeout,
+    });
+
+    let listener = bind(config.server.listen)?;
+    let addr = local_addr(&listener, config.server.listen)?;
+    let workers = config.server.workers;
+    let data = web::Data::from(state.clone());
+    let review_data = data.clone();
+    let server = actix_web::HttpServer::new(move || {
+        let mut app = actix_web::App::new().app_data(review_data.clone());
+        for path in REVIEW_PATHS {
+            app = app.route(path, web::post().to(review));
+        }
+        app.default_service(web::to(not_found))
+    })
+    .workers(workers)
+    // actix counts connections per worker.
+    .max_connections(config.server.max_connections.div_ceil(workers).max(1))
+    .on_connect(remember_client_names)
+    // Slow senders (slowloris) are cut: headers within read_timeout here, the
+    // body within read_timeout in `review`, the handshake within 5 s.
+    .client_request_timeout(config.server.read_timeout)
+    .client_disconnect_timeout(Duration::from_secs(2))
+    .tls_handshake_timeout(Duration::from_secs(5))
+    .shutdown_timeout(config.server.shutdown_grace.as_secs())
+    .disable_signals()
+    .listen_rustls_0_23(listener, server_tls.config)
+    .map_err(|source| StartError::Bind {
+        addr: config.server.listen,
+        source,
+    })?
+    .run();
+    let server_handle = server.handle();
+
+    let tlistener = bind(config.telemetry.listen)?;
+    let telemetry_addr = local_addr(&tlistener, config.telemetry.listen)?;
+    let telemetry_data = data.clone();
+    let telemetry = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(telemetry_data.clone())
+            .route("/metrics", web::get().to(metrics_endpoint))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .shutdown_timeout(1)
+    .disable_signals()
+    .listen(tlistener)
+    .map_err(|source| StartError::Bind {
+        addr: config.telemetry.listen,
+        source,
+    })?
+    .run();
+    let telemetry_handle = telemetry.handle();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "TokenReview server stopped with an error");
+        }
+    }));
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = telemetry.await {
+            tracing::error!(error = %e, "telemetry server stopped with an error");
+        }
+    }));
+    tracing::info!(
+        %addr,
+        %telemetry_addr,
+        issuers = state.reviewer.verifier.issuers().len(),
+        mtls = config.server.tls.client_ca_file.is_some(),
+        "serving TokenReviews"
+    );
+    Ok(Running {
+        addr,
+        telemetry_addr,
+        state,
+        server: server_handle,
+        telemetry: telemetry_handle,
+        tasks,
+    })
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    l.local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+impl Running {
+    /// True once every issuer has usable keys.
+    pub fn ready(&self) -> bool {
+        readiness(&self.state).ready
+    }
+
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.ready() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.ready()
+    }
+
+    /// Stops accepting, turns /readyz red, lets in-flight reviews finish
+    /// (within the shutdown timeout), then stops telemetry and key refresh.
+    pub async fn shutdown(&self) {
+        self.state.draining.store(true, Ordering::SeqCst);
+        self.server.stop(true).await;
+        self.telemetry.stop(true).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Names of the client certificate (subject CN and DNS SANs), kept per
+/// connection so requests can be checked against `allowed_client_names`.
+#[derive(Clone, Debug)]
+struct ClientNames(Vec<String>);
+
+fn remember_client_names(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    let Some(stream) = conn.downcast_ref::<Tls>() else {
+        return;
+    };
+    let names = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|cert| tls::certificate_names(cert))
+        .unwrap_or_default();
+    ext.insert(ClientNames(names));
+}
+
+fn caller_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || req
+            .conn_data::<ClientNames>()
+            .is_some_and(|names| names.0.iter().any(|n| allowed.contains(n)))
+}
+
+async fn read_body(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(4096).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+async fn review(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let result = async {
+        if !caller_allowed(&req, &state.allowed_client_names) {
+            return Err(ApiError::Forbidden);
+        }
+        let body = tokio::time::timeout(
+            state.read_timeout,
+            read_body(&req, &mut payload, state.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::RequestTimeout)??;
+        state.reviewer.review_body(&body).await
+    }
+    .await;
+    match result {
+        Ok(answer) => Ok(HttpResponse::Ok()
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .body(answer)),
+        Err(e) => {
+            state
+                .metrics()
+                .bad_requests
+                .with_label_values(&[e.status_code().as_str()])
+                .inc();
+            tracing::info!(error = %e, code = e.status_code().as_u16(), "refused a request");
+            Err(e)
+        }
+    }
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// The one place errors become HTTP: a Kubernetes `Status` object, which
+/// client-go and kubectl know how to show.
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let code = self.status_code();
+        let reason = match self {
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::PayloadTooLarge { .. } => "RequestEntityTooLarge",
+            ApiError::NotFound => "NotFound",
+            ApiError::Forbidden => "Forbidden",
+            ApiError::RequestTimeout => "Timeout",
+        };
+        HttpResponse::build(code).json(serde_json::json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": reason,
+            "code": code.as_u16(),
+        }))
+    }
+}
+
+async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
+    let m = state.metrics();
+    m.cache_entries
+        .set(state.reviewer.cache.entry_count() as i64);
+    for issuer in state.reviewer.verifier.issuers() {
+        m.jwks_keys
+            .with_label_values(&[&issuer.name])
+            .set(issuer.key_count() as i64);
+    }
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .body(m.encode())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok\n")
+}
+
+#[derive(Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub draining: bool,
+    pub issuers: Vec<IssuerState>,
+}
+
+#[derive(Serialize)]
+pub struct IssuerState {
+    pub name: String,
+    pub kind: &'static str,
+    pub ready: bool,
+    pub keys: usize,
+    /// Seconds since the last good fetch (absent for static keys or before one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_fetch_age_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+pub fn readiness(state: &AppState) -> Readiness {
+    let now = state.reviewer.clock.now();
+    let issuers: Vec<IssuerState> = state
+        .reviewer
+        .verifier
+        .issuers()
+        .iter()
+        .map(|i| {
+            let snap = i.remote.as_ref().map(|r| r.snapshot());
+            let keys = i.key_count();
+            IssuerState {
+                name: i.name.to_string(),
+                kind: i.kind.as_str(),
+                ready: keys > 0,
+                keys,
+                last_fetch_age_seconds: snap
+                    .as_ref()
+                    .and_then(|s| s.last_success)
+                    .map(|t| now.saturating_sub(t)),
+                last_error: snap
+                    .as_ref()
+                    .and_then(|s| s.last_error.as_ref())
+                    .map(|e| e.to_string()),
+            }
+        })
+        .collect();
+    let draining = state.draining.load(Ordering::SeqCst);
+    Readiness {
+        ready: !draining && issuers.iter().all(|i| i.ready),
+        draining,
+        issuers,
+    }
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let r = readiness(&state);
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(code).json(r)
+}

@@ -1,0 +1,184 @@
+//! Every metric the service exports, in one registry. Label values come from
+//! the config (issuer names) or fixed sets (outcomes, reasons), so series stay
+//! bounded whatever the tokens say.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub tokenreviews: IntCounterVec,
+    pub duration: HistogramVec,
+    pub cache_lookups: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
+    pub jwks_last_success: GaugeVec,
+    pub bad_requests: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub start_time: Gauge,
+    pub tls_cert_expiry: Gauge,
+}
+
+impl Metrics {
+    // Every name, help text and label set below is a constant; prometheus
+    // refuses one only if it is malformed or registered twice, which the
+    // first test to start a server would show. No input reaches this.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let m = Metrics {
+            tokenreviews: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_tokenreviews_total",
+                    "TokenReviews answered, by issuer, outcome (authenticated, rejected, error) and reason.",
+                ),
+                &["issuer", "outcome", "reason"],
+            )
+            .expect("static metric definition"),
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "authn_webhook_tokenreview_duration_seconds",
+                    "Time from a TokenReview body read to its answer encoded.",
+                )
+                .buckets(vec![
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["outcome"],
+            )
+            .expect("static metric definition"),
+            cache_lookups: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_cache_lookups_total",
+                    "Token cache lookups by result (hit, miss).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            cache_entries: IntGauge::new(
+                "authn_webhook_cache_entries",
+                "Entries in the token cache (verified identities and definite rejections).",
+            )
+            .expect("static metric definition"),
+            jwks_fetches: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_jwks_fetches_total",
+                    "Key set fetches (discovery + JWKS) by issuer and result.",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("static metric definition"),
+            jwks_keys: IntGaugeVec::new(
+                Opts::new(
+                    "authn_webhook_jwks_keys",
+                    "Signature keys in use per issuer (static and fetched).",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            jwks_last_success: GaugeVec::new(
+                Opts::new(
+                    "authn_webhook_jwks_last_success_timestamp_seconds",
+                    "Unix time of the last good key set per issuer (load time for static keys).",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            bad_requests: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_bad_requests_total",
+                    "Requests refused before any token was looked at, by HTTP status.",
+                ),
+                &["code"],
+            )
+            .expect("static metric definition"),
+            tls_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_tls_reloads_total",
+                    "Changes to the serving certificate, key or client CA seen on disk, by result (success, error: old files kept).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            build_info: IntGaugeVec::new(
+                Opts::new("authn_webhook_build_info", "Always 1; the version label says which build runs."),
+                &["version"],
+            )
+            .expect("static metric definition"),
+            start_time: Gauge::new(
+                "authn_webhook_start_time_seconds",
+                "Unix time the process started serving.",
+            )
+            .expect("static metric definition"),
+            tls_cert_expiry: Gauge::new(
+                "authn_webhook_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the serving certificate expires (its notAfter); 0 if it could not be read.",
+            )
+            .expect("static metric definition"),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.tokenreviews.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.cache_lookups.clone()),
+            Box::new(m.cache_entries.clone()),
+            Box::new(m.jwks_fetches.clone()),
+            Box::new(m.jwks_keys.clone()),
+            Box::new(m.jwks_last_success.clone()),
+            Box::new(m.bad_requests.clone()),
+            Box::new(m.tls_reloads.clone()),
+            Box::new(m.build_info.clone()),
+            Box::new(m.start_time.clone()),
+            Box::new(m.tls_cert_expiry.clone()),
+        ];
+        for c in collectors {
+            m.registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m.start_time
+            .set(kube_authn_common::clock::unix_now() as f64);
+        // Both results exist from the start so rate() works before the first hit.
+        for r in ["hit", "miss"] {
+            m.cache_lookups.with_label_values(&[r]);
+        }
+        for r in ["success", "error"] {
+            m.tls_reloads.with_label_values(&[r]);
+        }
+        for outcome in ["authenticated", "rejected", "error"] {
+            m.duration.with_label_values(&[outcome]);
+        }
+        for code in ["400", "403", "404", "408", "413"] {
+            m.bad_requests.with_label_values(&[code]);
+        }
+        m
+    }
+
+    /// Declares an issuer's series up front, so dashboards show zeroes rather
+    /// than gaps before its first review.
+    pub fn register_issuer(&self, issuer: &str) {
+        self.jwks_keys.with_label_values(&[issuer]).set(0);
+        self.tokenreviews
+            .with_label_values(&[issuer, "authenticated", "ok"]);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        // Writing to a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

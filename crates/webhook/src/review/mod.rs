@@ -1,0 +1,262 @@
+//! One TokenReview, end to end: decode the body, answer from the cache or
+//! verify, decide audiences, encode the answer, count and log it.
+
+pub mod cache;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, UNMATCHED_ISSUER};
+use crate::metrics::Metrics;
+use crate::review::cache::{TokenCache, TokenHash, Verdict};
+use crate::verify::{Identity, Rejection, Verifier, VerifyError, jwt};
+use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
+use kube_authn_common::clock::Clock;
+
+/// A request that is not a TokenReview we can answer. Mapped to HTTP in
+/// `server` (the only place that knows about status codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no such endpoint: POST a TokenReview to /authenticate")]
+    NotFound,
+    #[error("the client certificate names no caller allowed by server.tls.allowed_client_names")]
+    Forbidden,
+    #[error("the request body did not arrive within the read timeout")]
+    RequestTimeout,
+}
+
+pub struct Reviewer {
+    pub verifier: Verifier,
+    pub cache: TokenCache,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub request_timeout: Duration,
+}
+
+/// What one review came to, before encoding.
+enum Answer {
+    Authenticated(Arc<Identity>, Vec<String>),
+    Rejected(Rejection),
+    Unchecked(VerifyError),
+}
+
+impl Reviewer {
+    /// Everything a review needs, built from the config: the issuers' verifiers
+    /// (remote keys not fetched yet: `server::start` runs their refresh loops,
+    /// a benchmark may call `RemoteKeys::refresh` once), the cache and a fresh
+    /// metrics registry. `runtime` is where key fetches run.
+    pub fn from_config(
+        config: &Config,
+        clock: Clock,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Reviewer, String> {
+        let metrics = Arc::new(Metrics::new());
+        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        Ok(Reviewer {
+            verifier,
+            cache: TokenCache::new(&config.cache),
+            metrics,
+            clock,
+            request_timeout: config.server.request_timeout,
+        })
+    }
+
+    /// Answers a TokenReview request body with the response body.
+    pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        let started = Instant::now();
+        let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
+        if request.kind != KIND {
+            return Err(ApiError::BadRequest(format!(
+                "kind is {:?}; expected \"TokenReview\"",
+                request.kind
+            )));
+        }
+        let version = ApiVersion::parse(&request.api_version).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "apiVersion {:?} is not authentication.k8s.io/v1 or authentication.k8s.io/v1beta1",
+                request.api_version
+            ))
+        })?;
+        let spec = request.spec.unwrap_or_default();
+        if spec.token.is_empty() {
+            return Err(ApiError::BadRequest(
+                "spec.token is missing or empty".to_owned(),
+            ));
+        }
+
+        let hash = sha256(spec.token.as_bytes());
+        let now = self.clock.now();
+        let (issuer, verdict, cache_result) = match self.cache.get(&hash, now).await {
+            Some(v) => (verdict_issuer(&v), Ok(v), "hit"),
+            None => {
+                let (issuer, result) = self.verify(&spec.token, &hash, now).await;
+                (issuer, result, "miss")
+            }
+        };
+        self.metrics
+            .cache_lookups
+            .with_label_values(&[cache_result])
+            .inc();
+
+        let answer = match verdict {
+            Ok(Verdict::Authenticated(id)) => match id.audiences_for(&spec.audiences) {
+                Ok(auds) => Answer::Authenticated(id, auds),
+                Err(r) => Answer::Rejected(r),
+            },
+            Ok(Verdict::Rejected { rejection, .. }) => Answer::Rejected(rejection),
+            Err(e) => Answer::Unchecked(e),
+        };
+        let (outcome, reason) = match &answer {
+            Answer::Authenticated(..) => ("authenticated", "ok"),
+            Answer::Rejected(r) => ("rejected", r.reason()),
+            Answer::Unchecked(e) => (e.outcome(), e.reason()),
+        };
+        let status = match &answer {
+            Answer::Authenticated(id, auds) => TokenReviewStatus {
+                authenticated: true,
+                user: Some(&*id.user),
+                audiences: auds.clone(),
+                error: None,
+            },
+            Answer::Rejected(_) => TokenReviewStatus::default(),
+            Answer::Unchecked(e) => TokenReviewStatus {
+                error: Some(e.to_string()),
+                ..TokenReviewStatus::default()
+            },
+        };
+        let body = serde_json::to_vec(&TokenReviewResponse {
+            api_version: version.as_str(),
+            kind: KIND,
+            status,
+        })
+        .map_err(|e| ApiError::BadRequest(format!("cannot encode the answer: {e}")))?;
+
+        let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
+        let elapsed = started.elapsed();
+        self.metrics
+            .tokenreviews
+            .with_label_values(&[issuer_label, outcome, reason])
+            .inc();
+        self.metrics
+            .duration
+            .with_label_values(&[outcome])
+            .observe(elapsed.as_secs_f64());
+        let token = fingerprint(&hash);
+        let latency_us = elapsed.as_micros() as u64;
+        let api_version = version.short();
+        match &answer {
+            Answer::Unchecked(e) => tracing::warn!(
+                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
+                latency_us, token = %token, error = %e, "tokenreview"
+            ),
+            _ => tracing::info!(
+                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
+                latency_us, token = %token, "tokenreview"
+            ),
+        }
+        Ok(body)
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        hash: &TokenHash,
+        now: u64,
+    ) -> (Option<Arc<str>>, Result<Verdict, VerifyError>) {
+        // Taken apart and routed before the deadline starts, so a timeout
+        // keeps its issuer label; the claims are read, not yet built.
+        let jwt = jwt::split(token);
+        let claims = match &jwt {
+            Ok(j) => jwt::Claims::parse(&j.payload),
+            Err(r) => Err(*r),
+        };
+        let routed = match (&jwt, &claims) {
+            (Ok(j), Ok(c)) => self.verifier.route(c).map(|issuer| (j, c, issuer)),
+            (Err(r), _) | (_, Err(r)) => Err(*r),
+        };
+        let (jwt, claims, issuer) = match routed {
+            Ok(routed) => routed,
+            Err(r) => {
+                self.cache.insert_rejection(*hash, None, r).await;
+                return (
+                    None,
+                    Ok(Verdict::Rejected {
+                        issuer: None,
+                        rejection: r,
+                    }),
+                );
+            }
+        };
+        let result = tokio::time::timeout(self.request_timeout, issuer.verify(jwt, claims, now))
+            .await
+            .unwrap_or(Err(VerifyError::Timeout(self.request_timeout)));
+        let issuer = Some(issuer.name.clone());
+        match result {
+            Ok(v) => {
+                if v.dropped_system_groups > 0 {
+                    tracing::warn!(
+                        issuer = issuer.as_deref().unwrap_or_default(),
+                        dropped = v.dropped_system_groups,
+                        token = %fingerprint(hash),
+                        "left out groups that would start with system:"
+                    );
+                }
+                let id = Arc::new(v.identity);
+                self.cache.insert_identity(*hash, id.clone(), now).await;
+                (issuer, Ok(Verdict::Authenticated(id)))
+            }
+            Err(VerifyError::Rejected(r)) => {
+                self.cache.insert_rejection(*hash, issuer.clone(), r).await;
+                (
+                    issuer.clone(),
+                    Ok(Verdict::Rejected {
+                        issuer,
+                        rejection: r,
+                    }),
+                )
+            }
+            Err(e) => (issuer, Err(e)),
+        }
+    }
+}
+
+/// serde_json quotes offending values ("invalid type: string \"eyJ...\""),
+/// and a misplaced token is still a token: say where, not what.
+fn decode_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "is not valid JSON",
+        Category::Eof => "ends in the middle of the JSON",
+        Category::Data => "has a field of the wrong type",
+        Category::Io => "could not be read",
+    };
+    ApiError::BadRequest(format!(
+        "body is not a TokenReview: it {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
+}
+
+fn verdict_issuer(v: &Verdict) -> Option<Arc<str>> {
+    match v {
+        Verdict::Authenticated(id) => Some(id.issuer.clone()),
+        Verdict::Rejected { issuer, .. } => issuer.clone(),
+    }
+}
+
+pub fn sha256(data: &[u8]) -> TokenHash {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The first 8 hex characters of the token's SHA-256: enough to follow one
+/// token through the logs, useless for replaying it.
+pub fn fingerprint(hash: &TokenHash) -> String {
+    hex::encode(&hash[..4])
+}

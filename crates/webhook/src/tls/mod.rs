@@ -1,0 +1,360 @@
+//! Serving TLS: rustls with the aws-lc-rs provider, TLS 1.2 and 1.3, the
+//! certificate behind a resolver so it can be swapped without a restart, and
+//! client certificates required when a client CA is configured.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use rustls::RootCertStore;
+use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use kube_authn_common::fs::read_bounded;
+use kube_authn_common::parse_ca_bundle;
+
+use crate::config::TlsFiles;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {why}")]
+    File { path: String, why: String },
+    #[error("{0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, why: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    }
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Reads a certificate chain and its private key, and checks they belong together.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = read_certs(cert)?;
+    let key_pem = read_bounded(key).map_err(|e| file_error(key, format!("cannot read: {e}")))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| file_error(key, format!("no usable PEM private key ({e})")))?;
+    let ck = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
+        file_error(
+            key,
+            format!("does not fit the certificate in {}: {e}", cert.display()),
+        )
+    })?;
+    Ok(Arc::new(ck))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_bounded(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    parse_ca_bundle(&pem).map_err(|e| file_error(path, e))
+}
+
+pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(roots)
+}
+
+/// Unix time of the end-entity certificate's notAfter.
+pub fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError> {
+    let der = key
+        .end_entity_cert()
+        .map_err(|e| TlsError::Config(format!("no end-entity certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| TlsError::Config(format!("cannot parse the serving certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// Publishes the serving certificate's expiry as
+/// `authn_webhook_tls_certificate_expiry_timestamp_seconds`. Call whenever the
+/// certificate in use changes (start, reload). A certificate whose expiry
+/// cannot be read shows 0, which the expiry alert treats as expired.
+pub fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
+    match certificate_not_after(key) {
+        Ok(t) => metrics.tls_cert_expiry.set(t as f64),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the serving certificate's expiry");
+            metrics.tls_cert_expiry.set(0.0);
+        }
+    }
+}
+
+/// Hands rustls whatever certificate is current; `set` swaps it for new
+/// handshakes while established connections keep theirs.
+#[derive(Debug)]
+pub struct CertResolver(ArcSwap<CertifiedKey>);
+
+impl CertResolver {
+    pub fn new(key: Arc<CertifiedKey>) -> Self {
+        CertResolver(ArcSwap::new(key))
+    }
+
+    pub fn set(&self, key: Arc<CertifiedKey>) {
+        self.0.store(key);
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.0.load_full()
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The client CA behind a swappable verifier, so a new CA bundle applies to
+/// new handshakes without rebuilding the listener.
+#[derive(Debug)]
+pub struct ReloadingClientVerifier(ArcSwap<Arc<dyn ClientCertVerifier>>);
+
+impl ReloadingClientVerifier {
+    fn new(v: Arc<dyn ClientCertVerifier>) -> Self {
+        ReloadingClientVerifier(ArcSwap::from_pointee(v))
+    }
+
+    fn set(&self, v: Arc<dyn ClientCertVerifier>) {
+        self.0.store(Arc::new(v));
+    }
+}
+
+impl ClientCertVerifier for ReloadingClientVerifier {
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// No CA names in the CertificateRequest: they would have to outlive a
+    /// reload. An empty list means "any" to clients (Go's crypto/tls included),
+    /// and verification still checks the chain against the current CA.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .load()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.load().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.load().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.load().supported_verify_schemes()
+    }
+}
+
+fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = Arc::new(load_client_roots(ca)?);
+    WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| file_error(ca, e))
+}
+
+pub struct ServerTls {
+    pub config: ServerConfig,
+    pub reloader: Arc<TlsReloader>,
+}
+
+pub fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, TlsError> {
+    let current = Material::read(files)?;
+    let resolver = Arc::new(CertResolver::new(load_certified_key(
+        &files.cert_file,
+        &files.key_file,
+    )?));
+    record_certificate_expiry(&metrics, &resolver.current());
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let (builder, client) = match &files.client_ca_file {
+        Some(ca) => {
+            let v = Arc::new(ReloadingClientVerifier::new(client_verifier(ca)?));
+            (builder.with_client_cert_verifier(v.clone()), Some(v))
+        }
+        None => (builder.with_no_client_auth(), None),
+    };
+    let mut config = builder.with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(ServerTls {
+        config,
+        reloader: Arc::new(TlsReloader {
+            files: files.clone(),
+            resolver,
+            client,
+            state: Mutex::new(ReloadState {
+                loaded: current,
+                rejected: None,
+            }),
+            metrics,
+        }),
+    })
+}
+
+/// The bytes last loaded, to notice a change whatever way the files were
+/// replaced (rewritten in place, renamed over, or a Secret's symlink swap).
+#[derive(PartialEq, Eq)]
+struct Material {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Material {
+    fn read(files: &TlsFiles) -> Result<Material, TlsError> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| file_error(p, format!("cannot read: {e}")));
+        Ok(Material {
+            cert: read(&files.cert_file)?,
+            key: read(&files.key_file)?,
+            client_ca: files.client_ca_file.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
+/// Watches the serving certificate, its key and the client CA, and swaps in
+/// new ones that validate; invalid files leave the old ones serving.
+pub struct TlsReloader {
+    files: TlsFiles,
+    resolver: Arc<CertResolver>,
+    client: Option<Arc<ReloadingClientVerifier>>,
+    state: Mutex<ReloadState>,
+    metrics: Arc<Metrics>,
+}
+
+struct ReloadState {
+    loaded: Material,
+    rejected: Option<Material>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+    /// Files changed but did not validate; the old material keeps serving.
+    Rejected(String),
+}
+
+impl TlsReloader {
+    pub fn resolver(&self) -> &Arc<CertResolver> {
+        &self.resolver
+    }
+
+    /// Checks the files once. A change that was rejected is reported once,
+    /// not on every check, until the files change again.
+    pub fn check(&self) -> Reload {
+        let material = match Material::read(&self.files) {
+            Ok(m) => m,
+            // Mid-swap a file can be missing for a moment; a real problem
+            // persists and is reported by the next check that reads it all.
+            Err(e) => return Reload::Rejected(e.to_string()),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.loaded == material || state.rejected.as_ref() == Some(&material) {
+            return Reload::Unchanged;
+        }
+        match self.load() {
+            Ok((key, verifier)) => {
+                record_certificate_expiry(&self.metrics, &key);
+                self.resolver.set(key);
+                if let (Some(client), Some(v)) = (&self.client, verifier) {
+                    client.set(v);
+                }
+                state.loaded = material;
+                state.rejected = None;
+                self.metrics
+                    .tls_reloads
+                    .with_label_values(&["success"])
+                    .inc();
+                tracing::info!(cert = %self.files.cert_file.display(), "loaded a new TLS certificate");
+                Reload::Reloaded
+            }
+            Err(e) => {
+                state.rejected = Some(material);
+                self.metrics.tls_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "new TLS files are not usable; still serving the previous ones");
+                Reload::Rejected(e.to_string())
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load(&self) -> Result<(Arc<CertifiedKey>, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
+        let key = load_certified_key(&self.files.cert_file, &self.files.key_file)?;
+        let verifier = match (&self.client, &self.files.client_ca_file) {
+            (Some(_), Some(ca)) => Some(client_verifier(ca)?),
+            _ => None,
+        };
+        Ok((key, verifier))
+    }
+
+    /// Checks every `reload_interval` until the task is dropped.
+    pub async fn watch(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.files.reload_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let this = self.clone();
+            // File reads and PEM parsing are blocking work.
+            let _ = tokio::task::spawn_blocking(move || this.check()).await;
+        }
+    }
+}
+
+/// The names a certificate answers to: subject CN and DNS SANs.
+pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push((*d).to_owned());
+            }
+        }
+    }
+    names
+}

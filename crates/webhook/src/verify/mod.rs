@@ -1,0 +1,416 @@
+//! From a bearer token to a verified identity, or the reason there is none.
+//!
+//! Order matters for the "no outbound traffic for garbage" rule: the token is
+//! taken apart, routed by `iss`, and its algorithm and time and audience claims
+//! checked before any key is looked up, so only a token that names a known
+//! issuer, an allowed algorithm, and plausible claims can cause a key refetch.
+
+pub mod claims;
+pub mod jwt;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::value::RawValue;
+
+use crate::config::{self, IssuerKind};
+use crate::keys::remote::{FetchError, RemoteKeys};
+use crate::keys::{KeySet, VerifyKey};
+use crate::metrics::Metrics;
+use crate::wire::UserInfo;
+use claims::ClaimMapping;
+use kube_authn_common::clock::Clock;
+
+/// A token that was checked and is not valid: a definite "no" the apiserver
+/// may cache. The label is the `reason` of the metric and the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("not a JWT")]
+    Malformed,
+    #[error("token larger than 256 KiB")]
+    TokenTooLarge,
+    #[error("no issuer is configured for the token's iss")]
+    UnknownIssuer,
+    #[error("signing algorithm not allowed for this issuer")]
+    UnsupportedAlgorithm,
+    #[error("no key of the issuer has the token's kid")]
+    UnknownKey,
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("required claim {0} missing")]
+    MissingClaim(&'static str),
+    #[error("claim {0} has the wrong type")]
+    InvalidClaim(&'static str),
+    #[error("token audience is not one this issuer accepts")]
+    AudienceMismatch,
+    #[error("token audience does not include the requested audiences")]
+    AudienceNotRequested,
+    #[error("no username claim present")]
+    NoUsername,
+    #[error("username would start with system:")]
+    SystemUsername,
+    #[error("email used as username is not verified")]
+    EmailUnverified,
+}
+
+impl Rejection {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::Malformed => "malformed_token",
+            Rejection::TokenTooLarge => "token_too_large",
+            Rejection::UnknownIssuer => "unknown_issuer",
+            Rejection::UnsupportedAlgorithm => "unsupported_algorithm",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::Expired => "expired",
+            Rejection::NotYetValid => "not_yet_valid",
+            Rejection::IssuedInFuture => "issued_in_future",
+            Rejection::MissingClaim(_) => "missing_claim",
+            Rejection::InvalidClaim(_) => "invalid_claim",
+            Rejection::AudienceMismatch => "audience_mismatch",
+            Rejection::AudienceNotRequested => "audience_not_requested",
+            Rejection::NoUsername => "no_username",
+            Rejection::SystemUsername => "system_username",
+            Rejection::EmailUnverified => "email_unverified",
+        }
+    }
+}
+
+/// Why a review did not authenticate: refused, or could not be checked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    /// The apiserver logs this and does not cache it.
+    #[error("issuer {issuer}: signing keys unavailable: {source}")]
+    KeysUnavailable {
+        issuer: Arc<str>,
+        source: FetchError,
+    },
+    #[error("review did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+impl VerifyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::Rejected(r) => r.reason(),
+            VerifyError::KeysUnavailable { .. } => "keys_unavailable",
+            VerifyError::Timeout(_) => "timeout",
+        }
+    }
+
+    /// `rejected` (definite) or `error` (could not check).
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            VerifyError::Rejected(_) => "rejected",
+            _ => "error",
+        }
+    }
+}
+
+/// A verified token's identity, kept in the cache; audiences are decided per
+/// request from it.
+#[derive(Debug)]
+pub struct Identity {
+    pub issuer: Arc<str>,
+    /// The `UserInfo` as the answer carries it, encoded once: a cached
+    /// identity is one small allocation instead of a dozen (100,000 of them
+    /// must fit in well under 120 MiB), and a cache hit copies it as is.
+    pub user: Box<RawValue>,
+    pub token_audiences: Vec<String>,
+    /// The token's `exp`: nothing outlives it.
+    pub expires_at: u64,
+    pub trust_implicit_audience: bool,
+}
+
+impl Identity {
+    /// `status.audiences` for a request: the intersection with what the
+    /// apiserver asked for, or empty when the token is valid for this issuer
+    /// and the issuer trusts the apiserver's implicit audience. Never the
+    /// token's own `aud`: the apiserver would refuse a value it did not ask for.
+    pub fn audiences_for(&self, requested: &[String]) -> Result<Vec<String>, Rejection> {
+        if requested.is_empty() {
+            return Ok(Vec::new());
+        }
+        let both: Vec<String> = requested
+            .iter()
+            .filter(|a| self.token_audiences.contains(a))
+            .cloned()
+            .collect();
+        if !both.is_empty() || self.trust_implicit_audience {
+            Ok(both)
+        } else {
+            Err(Rejection::AudienceNotRequested)
+        }
+    }
+}
+
+pub struct IssuerVerifier {
+    pub name: Arc<str>,
+    pub kind: IssuerKind,
+    pub url: Option<String>,
+    audiences: Vec<String>,
+    trust_implicit_audience: bool,
+    algorithms: Vec<Algorithm>,
+    skew: Duration,
+    claims: ClaimMapping,
+    static_keys: KeySet,
+    pub remote: Option<Arc<RemoteKeys>>,
+}
+
+impl IssuerVerifier {
+    /// Keys in use now: static plus last fetched.
+    pub fn key_count(&self) -> usize {
+        self.static_keys.len() + self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
+    }
+
+    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+        let mut c = self.static_keys.candidates(kid, alg);
+        if let Some(r) = &self.remote {
+            c.extend(r.snapshot().keys.candidates(kid, alg));
+        }
+        c
+    }
+
+    /// Checks a routed token: claims first, then the key (fetching when the
+    /// kid is new), the signature, and the claims-to-user mapping.
+    pub async fn verify(
+        &self,
+        jwt: &jwt::UnverifiedJwt<'_>,
+        claims: &jwt::Claims<'_>,
+        now: u64,
+    ) -> Result<Verified, VerifyError> {
+        if !self.algorithms.contains(&jwt.alg) {
+            return Err(Rejection::UnsupportedAlgorithm.into());
+        }
+        let now_i = now as i64;
+        let skew = self.skew.as_secs() as i64;
+        let exp = jwt::numeric_date(claims, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
+        if now_i > exp.saturating_add(skew) {
+            return Err(Rejection::Expired.into());
+        }
+        if let Some(nbf) = jwt::numeric_date(claims, "nbf")?
+            && now_i.saturating_add(skew) < nbf
+        {
+            return Err(Rejection::NotYetValid.into());
+        }
+        let iat = jwt::numeric_date(claims, "iat")?;
+        if iat.is_some_and(|iat| iat > now_i.saturating_add(skew)) {
+            return Err(Rejection::IssuedInFuture.into());
+        }
+        let token_audiences = jwt::audiences(claims)?;
+        if !self.audiences.is_empty() && !token_audiences.iter().any(|a| self.audiences.contains(a))
+        {
+            return Err(Rejection::AudienceMismatch.into());
+        }
+
+        let kid = jwt.kid.as_deref();
+        let mut candidates = self.candidates(kid, jwt.alg);
+        if candidates.is_empty()
+            && let Some(remote) = &self.remote
+        {
+            remote
+                .refresh_for_unknown_kid(iat, self.skew)
+                .await
+                .map_err(|source| VerifyError::KeysUnavailable {
+                    issuer: self.name.clone(),
+                    source,
+                })?;
+            candidates = self.candidates(kid, jwt.alg);
+        }
+        if candidates.is_empty() {
+            return Err(Rejection::UnknownKey.into());
+        }
+        if !candidates
+            .iter()
+            .any(|k| k.verify(jwt.signing_input, jwt.signature, jwt.alg))
+        {
+            return Err(Rejection::BadSignature.into());
+        }
+
+        let mapped = self.claims.map(&claims.to_map()?)?;
+        Ok(Verified {
+            identity: Identity {
+                issuer: self.name.clone(),
+                user: encode_user(&mapped.user)?,
+                token_audiences,
+                expires_at: u64::try_from(exp).unwrap_or(0),
+                trust_implicit_audience: self.trust_implicit_audience,
+            },
+            dropped_system_groups: mapped.dropped_system_groups,
+        })
+    }
+}
+
+/// Strings and string lists only: encoding cannot fail in practice; if it
+/// did, the token is refused rather than answered without a user.
+fn encode_user(user: &UserInfo) -> Result<Box<RawValue>, Rejection> {
+    serde_json::value::to_raw_value(user).map_err(|_| Rejection::InvalidClaim("user"))
+}
+
+pub struct Verified {
+    pub identity: Identity,
+    pub dropped_system_groups: usize,
+}
+
+/// The issuer a token was routed to (if any) and what came of it.
+pub struct Outcome<'a> {
+    pub issuer: Option<&'a IssuerVerifier>,
+    pub result: Result<Verified, VerifyError>,
+}
+
+pub struct Verifier {
+    issuers: Vec<IssuerVerifier>,
+    by_iss: HashMap<String, usize>,
+    without_iss: Option<usize>,
+}
+
+impl Verifier {
+    /// Builds the verifiers; fetching keys is left to the caller (see
+    /// `server::start`), so an issuer that is down does not hold up the rest.
+    pub fn new(
+        issuers: &[config::Issuer],
+        metrics: &Arc<Metrics>,
+        clock: &Clock,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Verifier, String> {
+        let mut out = Vec::new();
+        let mut by_iss = HashMap::new();
+        let mut without_iss = None;
+        for (i, c) in issuers.iter().enumerate() {
+            let name: Arc<str> = Arc::from(c.name.as_str());
+            metrics.register_issuer(&name);
+            let remote = match &c.remote {
+                Some(r) => Some(Arc::new(RemoteKeys::new(
+                    name.clone(),
+                    r.clone(),
+                    metrics.clone(),
+                    clock.clone(),
+                    runtime.clone(),
+                )?)),
+                None => None,
+            };
+            let static_keys = KeySet::new(c.static_keys.iter().cloned());
+            if !static_keys.is_empty() {
+                metrics
+                    .jwks_last_success
+                    .with_label_values(&[&name])
+                    .set(clock.now() as f64);
+            }
+            match &c.url {
+                Some(u) => {
+                    by_iss.insert(u.clone(), i);
+                }
+                None => without_iss = Some(i),
+            }
+            out.push(IssuerVerifier {
+                name,
+                kind: c.kind,
+                url: c.url.clone(),
+                audiences: c.audiences.clone(),
+                trust_implicit_audience: c.trust_implicit_audience,
+                algorithms: c.algorithms.clone(),
+                skew: c.clock_skew,
+                claims: c.claims.clone(),
+                static_keys,
+                remote,
+            });
+        }
+        Ok(Verifier {
+            issuers: out,
+            by_iss,
+            without_iss,
+        })
+    }
+
+    pub fn issuers(&self) -> &[IssuerVerifier] {
+        &self.issuers
+    }
+
+    /// Finds a token's issuer from its claims (not trusted yet); no I/O.
+    /// `jwt::split` and `jwt::Claims::parse` take the token apart first.
+    pub fn route(&self, claims: &jwt::Claims<'_>) -> Result<&IssuerVerifier, Rejection> {
+        let idx = match claims.get("iss") {
+            Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
+            None => self.without_iss,
+            Some(_) => None,
+        };
+        idx.map(|i| &self.issuers[i])
+            .ok_or(Rejection::UnknownIssuer)
+    }
+
+    pub async fn verify(&self, token: &str, now: u64) -> Outcome<'_> {
+        let jwt = match jwt::split(token) {
+            Ok(j) => j,
+            Err(r) => {
+                return Outcome {
+                    issuer: None,
+                    result: Err(r.into()),
+                };
+            }
+        };
+        let routed =
+            jwt::Claims::parse(&jwt.payload).and_then(|claims| Ok((self.route(&claims)?, claims)));
+        match routed {
+            Ok((issuer, claims)) => Outcome {
+                issuer: Some(issuer),
+                result: issuer.verify(&jwt, &claims, now).await,
+            },
+            Err(r) => Outcome {
+                issuer: None,
+                result: Err(r.into()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(token_aud: &[&str], trust: bool) -> Identity {
+        Identity {
+            issuer: Arc::from("dex"),
+            user: encode_user(&UserInfo {
+                username: "u".into(),
+                uid: None,
+                groups: vec![],
+                extra: Default::default(),
+            })
+            .unwrap(),
+            token_audiences: token_aud.iter().map(|s| s.to_string()).collect(),
+            expires_at: 0,
+            trust_implicit_audience: trust,
+        }
+    }
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn audiences_are_the_intersection_never_the_token_aud() {
+        let id = identity(&["kubernetes", "other"], true);
+        assert_eq!(
+            id.audiences_for(&v(&["api", "kubernetes"])),
+            Ok(v(&["kubernetes"]))
+        );
+        assert_eq!(id.audiences_for(&v(&["api"])), Ok(vec![]));
+        assert_eq!(id.audiences_for(&[]), Ok(vec![]));
+        let strict = identity(&["kubernetes"], false);
+        assert_eq!(
+            strict.audiences_for(&v(&["api"])),
+            Err(Rejection::AudienceNotRequested)
+        );
+        assert_eq!(strict.audiences_for(&[]), Ok(vec![]));
+    }
+}

@@ -1,0 +1,223 @@
+//! The binary itself: `check-config` and `demo --once`.
+
+use std::process::Command;
+
+use kube_authn_testkit::harness::write;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+}
+
+fn check_config(config: &std::path::Path) -> std::process::Output {
+    bin()
+        .args(["check-config", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// A temporary directory holding tls.crt and tls.key.
+fn dir_with_serving_cert() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube_authn_webhook::pki::Ca::new("t", 1).unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    dir
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_field() {
+    let dir = dir_with_serving_cert();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        r#"
+server:
+  tls: {cert_file: tls.crt, key_file: tls.key}
+issuers:
+  - name: dex
+    kind: oidc
+    url: https://dex.example.com/dex
+    algorithms: [RS256, HS256]
+  - name: dex-again
+    kind: oidc
+    url: https://dex.example.com/dex
+    audiences: [kubernetes]
+    claims:
+      username: {claim: email, prefix: "system:"}
+  - name: efa
+    kind: efa
+    keys: {public_key_files: [missing.pem]}
+"#,
+    );
+    let out = check_config(&config);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "issuers[0] (dex).audiences",
+        "HS256 is refused for oidc",
+        "issuers[1] (dex-again).claims.username.prefix",
+        "issuers[2] (efa).keys.public_key_files[0]",
+        "missing.pem",
+        "two issuers match tokens with iss",
+    ] {
+        assert!(
+            err.contains(expected),
+            "stderr should contain {expected:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn check_config_refuses_unknown_fields_and_unreadable_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        "server:\n  tls: {cert_file: a, key_file: b}\n  colour: blue\nissuers: []\n",
+    );
+    let out = check_config(&config);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+
+    let out = bin()
+        .args(["check-config", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml"));
+}
+
+#[test]
+fn check_config_accepts_a_good_config() {
+    let dir = dir_with_serving_cert();
+    write(dir.path(), "secret", "0123456789abcdef0123456789abcdef\n");
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        r#"
+server:
+  listen: 0.0.0.0:8443
+  tls: {cert_file: tls.crt, key_file: tls.key}
+issuers:
+  - name: pcd-dex
+    kind: oidc
+    url: https://pcd.example.com/dex
+    audiences: [kubernetes]
+  - name: efa
+    kind: efa
+    keys: {hmac_secret_file: secret}
+    algorithms: [HS256]
+"#,
+    );
+    let out = check_config(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_exits_with_a_clear_message_on_bad_config() {
+    let out = bin()
+        .args(["serve", "--config", "/nonexistent/config.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn demo_once_shows_an_authenticated_round_trip() {
+    let out = bin().args(["demo", "--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"authenticated\": true"), "{stdout}");
+    assert!(stdout.contains("curl --cacert"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_drains_and_exits_0_on_sigterm() {
+    use jsonwebtoken::Algorithm;
+    use kube_authn_testkit::issuer::TestIssuer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube_authn_testkit::harness::new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "ca.crt", &ca.cert_pem);
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    // Port 0: the server picks free ports and logs them, so no other test
+    // can take them between our choosing and its binding.
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        format!(
+            "server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:0}}\nissuers:{}",
+            kube_authn_testkit::harness::dex_issuer_yaml("dex", issuer.url())
+        ),
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let telemetry = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line).await.unwrap() == 0 {
+                panic!("the server exited before serving:\n{log}");
+            }
+            log.push_str(&line);
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "serving TokenReviews" {
+                return v["telemetry_addr"].as_str().unwrap().to_owned();
+            }
+        }
+    })
+    .await
+    .expect("the server starts serving");
+    let ready =
+        kube_authn_testkit::harness::eventually(std::time::Duration::from_secs(20), || async {
+            reqwest::get(format!("http://{telemetry}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    assert!(ready, "the server becomes ready");
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut log)
+            .await
+            .unwrap();
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("exits within the grace period");
+    assert_eq!(status.code(), Some(0));
+    assert!(log.contains("draining"), "{log}");
+    assert!(
+        log.contains("\"message\":\"stopped\""),
+        "JSON logs by default: {log}"
+    );
+}

@@ -1,0 +1,163 @@
+//! Extreme EFA / XCO tokens: static keys (PEM public key, X.509 certificate,
+//! HS256 secret), no discovery, optional iss.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kube_authn_common::clock::unix_now;
+use kube_authn_testkit::DevKey;
+use kube_authn_testkit::tokens::efa_certificate_pem;
+use serde_json::{Value, json};
+
+use kube_authn_testkit::harness::*;
+
+fn efa_claims() -> Value {
+    let now = unix_now();
+    json!({"username": "netadmin", "roles": ["FabricAdmin", "NetworkOperator"], "iat": now, "exp": now + 3600})
+}
+
+fn efa_yaml(keys: &str, algorithms: &str) -> String {
+    format!(
+        r#"
+  - name: efa
+    kind: efa
+    keys: {keys}
+    algorithms: {algorithms}
+    claims:
+      username: {{claims: [username, sub], prefix: "efa:"}}
+      groups: {{claims: [roles, role], prefix: "efa:"}}
+"#
+    )
+}
+
+async fn efa_harness(files: &[(&str, String)], keys: &str, algorithms: &str) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, contents) in files {
+        write(dir.path(), name, contents);
+    }
+    Harness::start_in(
+        dir,
+        new_ca(),
+        &efa_yaml(keys, algorithms),
+        Options::default(),
+    )
+    .await
+}
+
+/// An efa issuer trusting `key`'s public key from a PEM file.
+async fn pem_harness(key: &DevKey, algorithms: &str) -> Harness {
+    efa_harness(
+        &[("efa.pem", key.public_pem.clone())],
+        "{public_key_files: [efa.pem]}",
+        algorithms,
+    )
+    .await
+}
+
+fn assert_netadmin(answer: &Value) {
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(answer["status"]["user"]["username"], "efa:netadmin");
+    assert_eq!(
+        answer["status"]["user"]["groups"],
+        json!(["efa:FabricAdmin", "efa:NetworkOperator"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_token_verifies_against_a_pem_public_key() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let h = pem_harness(&key, "[RS256]").await;
+    let token = key.sign_with_header(&Header::new(Algorithm::RS256), &efa_claims());
+    assert_netadmin(&h.review(&token).await);
+    // EFA tokens carry no kid; a kid the file does not name still finds the key.
+    assert_netadmin(&h.review(&key.sign(&efa_claims())).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_token_verifies_against_the_jwt_certificate() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let cert = efa_certificate_pem(&key, "Extreme Fabric Automation").unwrap();
+    let h = efa_harness(
+        &[("efa-jwt-cert.pem", cert)],
+        "{public_key_files: [efa-jwt-cert.pem]}",
+        "[RS256]",
+    )
+    .await;
+    let token = key.sign_with_header(&Header::new(Algorithm::RS256), &efa_claims());
+    assert_netadmin(&h.review(&token).await);
+    let other = DevKey::generate(Algorithm::RS256).unwrap();
+    assert_rejected(
+        &h.review(&other.sign_with_header(&Header::new(Algorithm::RS256), &efa_claims()))
+            .await,
+    );
+}
+
+const SECRET: &str = "efa-shared-secret-0123456789abcdef-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_token_verifies_with_an_hs256_secret() {
+    let h = efa_harness(
+        &[("secret", format!("{SECRET}\n"))],
+        "{hmac_secret_file: secret}",
+        "[HS256]",
+    )
+    .await;
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &efa_claims(),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_netadmin(&h.review(&token).await);
+    let wrong = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &efa_claims(),
+        &EncodingKey::from_secret(b"not-the-secret-not-the-secret-not-the-secret"),
+    )
+    .unwrap();
+    assert_rejected(&h.review(&wrong).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_never_verifies_against_the_rsa_key_even_when_hs256_is_allowed() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let h = efa_harness(
+        &[
+            ("efa.pem", key.public_pem.clone()),
+            ("secret", SECRET.to_owned()),
+        ],
+        "{public_key_files: [efa.pem], hmac_secret_file: secret}",
+        "[RS256, HS256]",
+    )
+    .await;
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &efa_claims(),
+        &EncodingKey::from_secret(key.public_pem.as_bytes()),
+    )
+    .unwrap();
+    assert_rejected(&h.review(&confused).await);
+    assert_eq!(h.reviews(&[("reason", "bad_signature")]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_issuer_without_url_only_takes_tokens_without_iss() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let h = pem_harness(&key, "[RS256]").await;
+    let mut c = efa_claims();
+    c["iss"] = json!("https://efa.example.com");
+    assert_rejected(&h.review(&key.sign(&c)).await);
+    assert_eq!(h.reviews(&[("reason", "unknown_issuer")]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_single_role_claim_and_sub_fallback() {
+    let key = DevKey::generate(Algorithm::ES256).unwrap();
+    let h = pem_harness(&key, "[ES256]").await;
+    let now = unix_now();
+    let token = key.sign(&json!({"sub": "operator1", "role": "SystemAdmin", "exp": now + 60}));
+    let answer = h.review(&token).await;
+    assert_eq!(answer["status"]["user"]["username"], "efa:operator1");
+    assert_eq!(
+        answer["status"]["user"]["groups"],
+        json!(["efa:SystemAdmin"])
+    );
+}

@@ -1,0 +1,169 @@
+//! The HTTP contract: what is a 400, a 413, a 404, and who may call.
+
+use serde_json::json;
+
+use kube_authn_webhook::cmd::demo::apiserver_request;
+use kube_authn_webhook::wire::ApiVersion;
+
+use kube_authn_testkit::harness::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_400_with_a_status_that_says_why() {
+    let (h, issuer) = Harness::with_dex(Options::default()).await;
+    let token = issuer.mint(&jane(issuer.url()));
+    let cases = [
+        ("{not json".to_owned(), "not a TokenReview"),
+        // A token where an object belongs must not be quoted back.
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": token}).to_string(), "wrong type"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": token}}).to_string(), "wrong type"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"token": token}}).to_string(), "kind"),
+        (json!({"apiVersion": "authentication.k8s.io/v2", "kind": "TokenReview", "spec": {"token": token}}).to_string(), "apiVersion"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}}).to_string(), "spec.token"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}).to_string(), "spec.token"),
+    ];
+    for (body, mentions) in cases {
+        let (code, answer) = h.post("/authenticate", body.clone()).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert_eq!(answer["kind"], "Status");
+        assert_eq!(answer["code"], 400);
+        let msg = answer["message"].as_str().unwrap();
+        assert!(msg.contains(mentions), "{msg:?} should mention {mentions}");
+        assert!(!msg.contains(&token), "the answer never echoes the token");
+    }
+    assert_eq!(
+        h.metric("authn_webhook_bad_requests_total", &[("code", "400")])
+            .await,
+        7.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413() {
+    let (h, issuer) = Harness::with_dex(Options {
+        max_body_bytes: 4096,
+        ..Options::default()
+    })
+    .await;
+    let big = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "x".repeat(8000)}});
+    let (code, answer) = h.post("/authenticate", big.to_string()).await;
+    assert_eq!(code, 413, "{answer}");
+    assert_eq!(answer["reason"], "RequestEntityTooLarge");
+    // Streamed without a length, the limit still holds.
+    let stream =
+        futures_util::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1000])));
+    let (code, _) = h
+        .post("/authenticate", reqwest::Body::wrap_stream(stream))
+        .await;
+    assert_eq!(code, 413);
+    // A normal review still fits.
+    assert_eq!(
+        h.review(&issuer.mint(&jane(issuer.url()))).await["status"]["authenticated"],
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_style_paths_serve_reviews_and_others_are_404() {
+    let (h, issuer) = Harness::with_dex(Options::default()).await;
+    let token = issuer.mint(&jane(issuer.url()));
+    for (path, version) in [
+        ("/apis/authentication.k8s.io/v1/tokenreviews", "v1"),
+        (
+            "/apis/authentication.k8s.io/v1beta1/tokenreviews",
+            "v1beta1",
+        ),
+    ] {
+        let body = json!({"apiVersion": format!("authentication.k8s.io/{version}"), "kind": "TokenReview", "spec": {"token": token}});
+        let (code, answer) = h.post(path, body.to_string()).await;
+        assert_eq!(code, 200);
+        assert_eq!(answer["status"]["authenticated"], true);
+        assert_eq!(
+            answer["apiVersion"],
+            format!("authentication.k8s.io/{version}")
+        );
+    }
+    let (code, answer) = h.post("/elsewhere", "{}").await;
+    assert_eq!(code, 404);
+    assert_eq!(answer["kind"], "Status");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_tokens_are_refused_not_errors() {
+    let (h, issuer) = Harness::with_dex(Options::default()).await;
+    let before = issuer.fetches();
+    for t in [
+        "garbage",
+        "a.b.c",
+        "sha256~AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefg",
+        "eyJhbGciOiJSUzI1NiJ9..",
+        "a.b.c.d.e",
+    ] {
+        assert_rejected(&h.review(t).await);
+    }
+    assert_rejected(&h.review(&"A".repeat(300 * 1024)).await);
+    assert_eq!(
+        issuer.fetches(),
+        before,
+        "garbage never causes outbound traffic"
+    );
+    assert_eq!(h.reviews(&[("reason", "token_too_large")]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_refuses_callers_without_a_client_certificate() {
+    let (h, issuer) = Harness::with_dex(Options {
+        mtls: true,
+        ..Options::default()
+    })
+    .await;
+    let token = issuer.mint(&jane(issuer.url()));
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+
+    let body = apiserver_request(ApiVersion::V1, &token, &[]).to_string();
+    let stranger = new_ca().client("kube-apiserver", 1).unwrap();
+    for (caller, identity) in [
+        ("no client certificate", None),
+        ("a client certificate from another CA", Some(&stranger)),
+    ] {
+        let result = https_client(&h.ca.cert_pem, identity)
+            .post(h.url("/authenticate"))
+            .body(body.clone())
+            .send()
+            .await;
+        assert!(
+            result.is_err(),
+            "no TokenReview answer with {caller}: {result:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_reports_health_readiness_and_metrics() {
+    let (h, _issuer) = Harness::with_dex(Options::default()).await;
+    let (code, _) = h.telemetry("/healthz").await;
+    assert_eq!(code, 200);
+    let (code, body) = h.telemetry("/readyz").await;
+    assert_eq!(code, 200);
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["issuers"][0]["name"], "dex");
+    assert_eq!(r["issuers"][0]["keys"], 1);
+    let (_, metrics) = h.telemetry("/metrics").await;
+    for name in [
+        "authn_webhook_cache_lookups_total",
+        "authn_webhook_cache_entries",
+        "authn_webhook_jwks_fetches_total",
+        "authn_webhook_jwks_keys",
+        "authn_webhook_jwks_last_success_timestamp_seconds",
+        "authn_webhook_build_info",
+    ] {
+        assert!(metrics.contains(name), "{name} exported");
+    }
+    assert_eq!(
+        h.metric(
+            "authn_webhook_jwks_fetches_total",
+            &[("issuer", "dex"), ("result", "success")]
+        )
+        .await,
+        1.0
+    );
+}

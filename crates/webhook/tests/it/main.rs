@@ -1,0 +1,14 @@
+//! Integration tests: the real server over real TLS on 127.0.0.1, a real
+//! HTTPS client, and a loopback issuer with keys the tests generate. One test
+//! binary, so the suite links once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod deploy;
+mod dex;
+mod efa;
+mod faults;
+mod http;
+mod keys;
+mod lifecycle;
