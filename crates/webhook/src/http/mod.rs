@@ -281,20 +281,30 @@ async fn review(
         Ok(answer) => Ok(HttpResponse::Ok()
             .insert_header((CONTENT_TYPE, "application/json"))
             .body(answer)),
-        Err(e) => {
-            state
-                .metrics()
-                .bad_requests
-                .with_label_values(&[e.status_code().as_str()])
-                .inc();
-            tracing::info!(error = %e, code = e.status_code().as_u16(), "refused a request");
-            Err(e)
-        }
+        Err(e) => Err(refuse(&state, &req, e)),
     }
 }
 
-async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound)
+async fn not_found(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    Err(refuse(&state, &req, ApiError::NotFound))
+}
+
+/// Counts and logs a request that gets no TokenReview answer. Client errors
+/// go to `bad_requests_total{code}`; our own faults were counted as reviews
+/// (outcome `error`) where they happened.
+fn refuse(state: &AppState, req: &HttpRequest, e: ApiError) -> ApiError {
+    let code = e.status_code();
+    if code.is_client_error() {
+        state
+            .metrics()
+            .bad_requests
+            .with_label_values(&[code.as_str()])
+            .inc();
+    }
+    // The path, never the query or the body: a token could sit in either.
+    let path: String = req.path().chars().take(128).collect();
+    tracing::info!(error = %e, code = code.as_u16(), method = %req.method(), path, "refused a request");
+    e
 }
 
 /// The one place errors become HTTP: a Kubernetes `Status` object, which
@@ -307,6 +317,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -318,6 +329,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => "NotFound",
             ApiError::Forbidden => "Forbidden",
             ApiError::RequestTimeout => "Timeout",
+            ApiError::Internal(_) => "InternalError",
         };
         HttpResponse::build(code).json(serde_json::json!({
             "kind": "Status",
@@ -411,4 +423,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     HttpResponse::build(code).json(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_own_faults_are_500s_never_400s() {
+        let e = ApiError::Internal("cannot encode the answer".to_owned());
+        assert_eq!(e.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.status_code().is_client_error());
+        assert_eq!(e.error_response().status(), 500);
+    }
 }

@@ -22,10 +22,36 @@ pub enum Verdict {
     },
 }
 
+/// Whether a verdict came from the cache (or from another request's
+/// verification of the same token), or was verified for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Hit,
+    Miss,
+}
+
+impl Lookup {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     verdict: Verdict,
     ttl: Duration,
+}
+
+impl Entry {
+    fn valid_at(&self, now: u64) -> bool {
+        match &self.verdict {
+            Verdict::Authenticated(id) => id.expires_at > now,
+            Verdict::Rejected { .. } => true,
+        }
+    }
 }
 
 struct PerEntryTtl;
@@ -62,55 +88,60 @@ impl TokenCache {
         }
     }
 
-    /// A cached verdict still valid at `now` (Unix seconds).
-    pub async fn get(&self, key: &TokenHash, now: u64) -> Option<Verdict> {
-        let entry = self.inner.as_ref()?.get(key).await?;
-        match &entry.verdict {
-            // The cache TTL already ends at exp; this guards a clock that moved.
-            Verdict::Authenticated(id) if id.expires_at <= now => None,
-            v => Some(v.clone()),
-        }
-    }
-
-    pub async fn insert_identity(&self, key: TokenHash, identity: Arc<Identity>, now: u64) {
-        let Some(cache) = &self.inner else { return };
-        let left = Duration::from_secs(identity.expires_at.saturating_sub(now));
-        let ttl = left.min(self.max_ttl);
-        if ttl.is_zero() {
-            return;
-        }
-        let entry = Entry {
-            verdict: Verdict::Authenticated(identity),
-            ttl,
-        };
-        cache.insert(key, Arc::new(entry)).await;
-    }
-
-    pub async fn insert_rejection(
+    /// The verdict for `key` at `now` (Unix seconds): the cached one, or the
+    /// one `verify` comes to. Concurrent misses of one token share a single
+    /// `verify` (moka's entry API), so a burst of the same new token costs one
+    /// signature check and at most one key fetch. A verdict is cached for its
+    /// own lifetime; "could not check" (`Err`) never is, and every caller
+    /// that waited on it gets the same error.
+    pub(crate) async fn get_or_verify<E>(
         &self,
         key: TokenHash,
-        issuer: Option<Arc<str>>,
-        rejection: Rejection,
-    ) {
-        let Some(cache) = &self.inner else { return };
-        if self.negative_ttl.is_zero() {
-            return;
-        }
-        let entry = Entry {
-            verdict: Verdict::Rejected { issuer, rejection },
-            ttl: self.negative_ttl,
+        now: u64,
+        verify: impl Future<Output = Result<Verdict, E>>,
+    ) -> (Lookup, Result<Verdict, Arc<E>>)
+    where
+        E: Send + Sync + 'static,
+    {
+        let Some(cache) = &self.inner else {
+            return (Lookup::Miss, verify.await.map_err(Arc::new));
         };
-        cache.insert(key, Arc::new(entry)).await;
+        if let Some(entry) = cache.get(&key).await {
+            if entry.valid_at(now) {
+                return (Lookup::Hit, Ok(entry.verdict.clone()));
+            }
+            // The cache TTL already ends at exp; this guards a clock that moved.
+            cache.invalidate(&key).await;
+        }
+        let entry = cache
+            .entry(key)
+            .or_try_insert_with(async {
+                verify.await.map(|verdict| {
+                    let ttl = self.ttl(&verdict, now);
+                    Arc::new(Entry { verdict, ttl })
+                })
+            })
+            .await;
+        match entry {
+            Ok(e) if e.is_fresh() => (Lookup::Miss, Ok(e.into_value().verdict.clone())),
+            Ok(e) => (Lookup::Hit, Ok(e.into_value().verdict.clone())),
+            Err(e) => (Lookup::Miss, Err(e)),
+        }
+    }
+
+    /// Identities live until min(max_ttl, exp); refusals for negative_ttl. A
+    /// zero TTL makes the entry expire at once: it serves only the callers
+    /// already waiting on it.
+    fn ttl(&self, verdict: &Verdict, now: u64) -> Duration {
+        match verdict {
+            Verdict::Authenticated(id) => {
+                Duration::from_secs(id.expires_at.saturating_sub(now)).min(self.max_ttl)
+            }
+            Verdict::Rejected { .. } => self.negative_ttl,
+        }
     }
 
     pub fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.entry_count())
-    }
-
-    /// Applies pending evictions now, so counts are exact (metrics, tests).
-    pub async fn sync(&self) {
-        if let Some(c) = &self.inner {
-            c.run_pending_tasks().await;
-        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, UNMATCHED_ISSUER};
 use crate::metrics::Metrics;
 use crate::review::cache::{TokenCache, TokenHash, Verdict};
-use crate::verify::{Identity, Rejection, Verifier, VerifyError, jwt};
+use crate::verify::{Identity, Rejection, Verifier, VerifyError};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
 
@@ -27,6 +27,9 @@ pub enum ApiError {
     Forbidden,
     #[error("the request body did not arrive within the read timeout")]
     RequestTimeout,
+    /// Our fault, not the caller's.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub struct Reviewer {
@@ -41,7 +44,7 @@ pub struct Reviewer {
 enum Answer {
     Authenticated(Arc<Identity>, Vec<String>),
     Rejected(Rejection),
-    Unchecked(VerifyError),
+    Unchecked(Arc<Unchecked>),
 }
 
 impl Reviewer {
@@ -87,33 +90,47 @@ impl Reviewer {
                 "spec.token is missing or empty".to_owned(),
             ));
         }
+        self.review_token(version, &spec.token, &spec.audiences, started)
+            .await
+    }
 
-        let hash = sha256(spec.token.as_bytes());
+    /// One review from its token on: the cache or a verification, the
+    /// audiences, the answer encoded for `version`, counted and logged. The
+    /// fuzzer drives this too, so what it explores is what the service runs.
+    pub async fn review_token(
+        &self,
+        version: ApiVersion,
+        token: &str,
+        audiences: &[String],
+        started: Instant,
+    ) -> Result<Vec<u8>, ApiError> {
+        let hash = sha256(token.as_bytes());
         let now = self.clock.now();
-        let (issuer, verdict, cache_result) = match self.cache.get(&hash, now).await {
-            Some(v) => (verdict_issuer(&v), Ok(v), "hit"),
-            None => {
-                let (issuer, result) = self.verify(&spec.token, &hash, now).await;
-                (issuer, result, "miss")
-            }
-        };
+        let (lookup, verdict) = self
+            .cache
+            .get_or_verify(hash, now, self.verify(token, &hash, now))
+            .await;
         self.metrics
             .cache_lookups
-            .with_label_values(&[cache_result])
+            .with_label_values(&[lookup.label()])
             .inc();
 
-        let answer = match verdict {
-            Ok(Verdict::Authenticated(id)) => match id.audiences_for(&spec.audiences) {
-                Ok(auds) => Answer::Authenticated(id, auds),
-                Err(r) => Answer::Rejected(r),
-            },
-            Ok(Verdict::Rejected { rejection, .. }) => Answer::Rejected(rejection),
-            Err(e) => Answer::Unchecked(e),
+        let (issuer, answer) = match verdict {
+            Ok(Verdict::Authenticated(id)) => (
+                Some(id.issuer.clone()),
+                match id.audiences_for(audiences) {
+                    Ok(auds) => Answer::Authenticated(id, auds),
+                    Err(r) => Answer::Rejected(r),
+                },
+            ),
+            Ok(Verdict::Rejected { issuer, rejection }) => (issuer, Answer::Rejected(rejection)),
+            Err(unchecked) => (unchecked.issuer.clone(), Answer::Unchecked(unchecked)),
         };
+        let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
         let (outcome, reason) = match &answer {
             Answer::Authenticated(..) => ("authenticated", "ok"),
             Answer::Rejected(r) => ("rejected", r.reason()),
-            Answer::Unchecked(e) => (e.outcome(), e.reason()),
+            Answer::Unchecked(u) => (u.error.outcome(), u.error.reason()),
         };
         let status = match &answer {
             Answer::Authenticated(id, auds) => TokenReviewStatus {
@@ -123,19 +140,30 @@ impl Reviewer {
                 error: None,
             },
             Answer::Rejected(_) => TokenReviewStatus::default(),
-            Answer::Unchecked(e) => TokenReviewStatus {
-                error: Some(e.to_string()),
+            Answer::Unchecked(u) => TokenReviewStatus {
+                error: Some(u.error.to_string()),
                 ..TokenReviewStatus::default()
             },
         };
+        let token = fingerprint(&hash);
         let body = serde_json::to_vec(&TokenReviewResponse {
             api_version: version.as_str(),
             kind: KIND,
             status,
-        })
-        .map_err(|e| ApiError::BadRequest(format!("cannot encode the answer: {e}")))?;
+        });
+        let (body, outcome, reason) = match body {
+            Ok(b) => (Ok(b), outcome, reason),
+            // Our own answer, not the caller's request: a server fault.
+            Err(e) => {
+                tracing::error!(issuer = issuer_label, token = %token, error = %e, "cannot encode a TokenReview answer");
+                (
+                    Err(ApiError::Internal("cannot encode the answer".to_owned())),
+                    "error",
+                    "internal_error",
+                )
+            }
+        };
 
-        let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
         let elapsed = started.elapsed();
         self.metrics
             .tokenreviews
@@ -145,57 +173,28 @@ impl Reviewer {
             .duration
             .with_label_values(&[outcome])
             .observe(elapsed.as_secs_f64());
-        let token = fingerprint(&hash);
         let latency_us = elapsed.as_micros() as u64;
         let api_version = version.short();
+        let cache = lookup.label();
         match &answer {
-            Answer::Unchecked(e) => tracing::warn!(
-                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
-                latency_us, token = %token, error = %e, "tokenreview"
+            Answer::Unchecked(u) => tracing::warn!(
+                issuer = issuer_label, outcome, reason, cache, api_version,
+                latency_us, token = %token, error = %u.error, "tokenreview"
             ),
             _ => tracing::info!(
-                issuer = issuer_label, outcome, reason, cache = cache_result, api_version,
+                issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %token, "tokenreview"
             ),
         }
-        Ok(body)
+        body
     }
 
-    async fn verify(
-        &self,
-        token: &str,
-        hash: &TokenHash,
-        now: u64,
-    ) -> (Option<Arc<str>>, Result<Verdict, VerifyError>) {
-        // Taken apart and routed before the deadline starts, so a timeout
-        // keeps its issuer label; the claims are read, not yet built.
-        let jwt = jwt::split(token);
-        let claims = match &jwt {
-            Ok(j) => jwt::Claims::parse(&j.payload),
-            Err(r) => Err(*r),
-        };
-        let routed = match (&jwt, &claims) {
-            (Ok(j), Ok(c)) => self.verifier.route(c).map(|issuer| (j, c, issuer)),
-            (Err(r), _) | (_, Err(r)) => Err(*r),
-        };
-        let (jwt, claims, issuer) = match routed {
-            Ok(routed) => routed,
-            Err(r) => {
-                self.cache.insert_rejection(*hash, None, r).await;
-                return (
-                    None,
-                    Ok(Verdict::Rejected {
-                        issuer: None,
-                        rejection: r,
-                    }),
-                );
-            }
-        };
-        let result = tokio::time::timeout(self.request_timeout, issuer.verify(jwt, claims, now))
-            .await
-            .unwrap_or(Err(VerifyError::Timeout(self.request_timeout)));
-        let issuer = Some(issuer.name.clone());
-        match result {
+    /// Verifies a token the cache does not hold: a verdict (which the cache
+    /// keeps), or "could not check" (which it does not).
+    async fn verify(&self, token: &str, hash: &TokenHash, now: u64) -> Result<Verdict, Unchecked> {
+        let checked = self.verifier.check(token, now, self.request_timeout).await;
+        let issuer = checked.issuer;
+        match checked.result {
             Ok(v) => {
                 if v.dropped_system_groups > 0 {
                     tracing::warn!(
@@ -205,23 +204,19 @@ impl Reviewer {
                         "left out groups that would start with system:"
                     );
                 }
-                let id = Arc::new(v.identity);
-                self.cache.insert_identity(*hash, id.clone(), now).await;
-                (issuer, Ok(Verdict::Authenticated(id)))
+                Ok(Verdict::Authenticated(Arc::new(v.identity)))
             }
-            Err(VerifyError::Rejected(r)) => {
-                self.cache.insert_rejection(*hash, issuer.clone(), r).await;
-                (
-                    issuer.clone(),
-                    Ok(Verdict::Rejected {
-                        issuer,
-                        rejection: r,
-                    }),
-                )
-            }
-            Err(e) => (issuer, Err(e)),
+            Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected { issuer, rejection }),
+            Err(error) => Err(Unchecked { issuer, error }),
         }
     }
+}
+
+/// A token that could not be checked, and the issuer it was routed to.
+#[derive(Debug)]
+struct Unchecked {
+    issuer: Option<Arc<str>>,
+    error: VerifyError,
 }
 
 /// serde_json quotes offending values ("invalid type: string \"eyJ...\""),
@@ -239,13 +234,6 @@ fn decode_error(e: serde_json::Error) -> ApiError {
         e.line(),
         e.column()
     ))
-}
-
-fn verdict_issuer(v: &Verdict) -> Option<Arc<str>> {
-    match v {
-        Verdict::Authenticated(id) => Some(id.issuer.clone()),
-        Verdict::Rejected { issuer, .. } => issuer.clone(),
-    }
 }
 
 pub fn sha256(data: &[u8]) -> TokenHash {

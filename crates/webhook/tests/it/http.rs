@@ -85,6 +85,31 @@ async fn api_style_paths_serve_reviews_and_others_are_404() {
     let (code, answer) = h.post("/elsewhere", "{}").await;
     assert_eq!(code, 404);
     assert_eq!(answer["kind"], "Status");
+    let (code, _) = h.telemetry("/nothing-here").await;
+    assert_eq!(code, 404);
+    // Both listeners' 404s are counted and logged, with the path only.
+    assert_eq!(
+        h.metric("authn_webhook_bad_requests_total", &[("code", "404")])
+            .await,
+        2.0
+    );
+    let logs = logs();
+    assert!(logs.contains("/elsewhere") && logs.contains("/nothing-here"));
+}
+
+/// A burst of one new token is verified once: every other request waits
+/// for that verification and shares its verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reviews_of_one_new_token_verify_it_once() {
+    let (h, issuer) = Harness::with_dex(Options::default()).await;
+    let token = issuer.mint(&jane(issuer.url()));
+    let answers = futures_util::future::join_all((0..16).map(|_| h.review(&token))).await;
+    for a in &answers {
+        assert_eq!(a["status"]["authenticated"], true, "{a}");
+    }
+    let lookups = "authn_webhook_cache_lookups_total";
+    assert_eq!(h.metric(lookups, &[("result", "miss")]).await, 1.0);
+    assert_eq!(h.metric(lookups, &[("result", "hit")]).await, 15.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
