@@ -45,9 +45,23 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads a certificate chain and its private key, and checks they belong together.
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = read_certs(cert)?;
-    let key_pem = read_bounded(key).map_err(|e| file_error(key, format!("cannot read: {e}")))?;
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+    certified_key(&read(cert)?, cert, &read(key)?, key)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    read_bounded(path).map_err(|e| file_error(path, format!("cannot read: {e}")))
+}
+
+/// A certificate chain and its private key from their PEM text (`cert` and
+/// `key` name the files in errors), checked to belong together.
+fn certified_key(
+    cert_pem: &[u8],
+    cert: &Path,
+    key_pem: &[u8],
+    key: &Path,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let chain = parse_ca_bundle(cert_pem).map_err(|e| file_error(cert, e))?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| file_error(key, format!("no usable PEM private key ({e})")))?;
     let ck = CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
         file_error(
@@ -58,14 +72,13 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, 
     Ok(Arc::new(ck))
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read_bounded(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-    parse_ca_bundle(&pem).map_err(|e| file_error(path, e))
+pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    client_roots(&read(path)?, path)
 }
 
-pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+fn client_roots(pem: &[u8], path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in read_certs(path)? {
+    for cert in parse_ca_bundle(pem).map_err(|e| file_error(path, e))? {
         roots
             .add(cert)
             .map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
@@ -183,8 +196,8 @@ impl ClientCertVerifier for ReloadingClientVerifier {
     }
 }
 
-fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let roots = Arc::new(load_client_roots(ca)?);
+fn client_verifier(pem: &[u8], ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = Arc::new(client_roots(pem, ca)?);
     WebPkiClientVerifier::builder_with_provider(roots, provider())
         .build()
         .map_err(|e| file_error(ca, e))
@@ -197,17 +210,15 @@ pub struct ServerTls {
 
 pub fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, TlsError> {
     let current = Material::read(files)?;
-    let resolver = Arc::new(CertResolver::new(load_certified_key(
-        &files.cert_file,
-        &files.key_file,
-    )?));
+    let (key, verifier) = current.load(files)?;
+    let resolver = Arc::new(CertResolver::new(key));
     record_certificate_expiry(&metrics, &resolver.current());
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let (builder, client) = match &files.client_ca_file {
-        Some(ca) => {
-            let v = Arc::new(ReloadingClientVerifier::new(client_verifier(ca)?));
+    let (builder, client) = match verifier {
+        Some(v) => {
+            let v = Arc::new(ReloadingClientVerifier::new(v));
             (builder.with_client_cert_verifier(v.clone()), Some(v))
         }
         None => (builder.with_no_client_auth(), None),
@@ -223,6 +234,7 @@ pub fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, 
             state: Mutex::new(ReloadState {
                 loaded: current,
                 rejected: None,
+                unreadable: None,
             }),
             metrics,
         }),
@@ -238,15 +250,28 @@ struct Material {
     client_ca: Option<Vec<u8>>,
 }
 
+/// What a serving config is made of: the certified key and, with
+/// `client_ca_file`, the client verifier.
+type Loaded = (Arc<CertifiedKey>, Option<Arc<dyn ClientCertVerifier>>);
+
 impl Material {
+    /// Reads every file once, bounded; parsing works on these bytes, so a
+    /// check never sees two versions of one file.
     fn read(files: &TlsFiles) -> Result<Material, TlsError> {
-        let read =
-            |p: &Path| std::fs::read(p).map_err(|e| file_error(p, format!("cannot read: {e}")));
         Ok(Material {
             cert: read(&files.cert_file)?,
             key: read(&files.key_file)?,
             client_ca: files.client_ca_file.as_deref().map(read).transpose()?,
         })
+    }
+
+    fn load(&self, files: &TlsFiles) -> Result<Loaded, TlsError> {
+        let key = certified_key(&self.cert, &files.cert_file, &self.key, &files.key_file)?;
+        let verifier = match (&self.client_ca, &files.client_ca_file) {
+            (Some(pem), Some(path)) => Some(client_verifier(pem, path)?),
+            _ => None,
+        };
+        Ok((key, verifier))
     }
 }
 
@@ -263,6 +288,8 @@ pub struct TlsReloader {
 struct ReloadState {
     loaded: Material,
     rejected: Option<Material>,
+    /// Why the files could not be read at the last check, reported once.
+    unreadable: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -274,24 +301,32 @@ pub enum Reload {
 }
 
 impl TlsReloader {
-    pub fn resolver(&self) -> &Arc<CertResolver> {
-        &self.resolver
-    }
-
-    /// Checks the files once. A change that was rejected is reported once,
-    /// not on every check, until the files change again.
+    /// Checks the files once. A change that was rejected, or files that
+    /// cannot be read, are logged and counted once, not on every check,
+    /// until the files change again; the old material keeps serving.
     pub fn check(&self) -> Reload {
-        let material = match Material::read(&self.files) {
-            Ok(m) => m,
-            // Mid-swap a file can be missing for a moment; a real problem
-            // persists and is reported by the next check that reads it all.
-            Err(e) => return Reload::Rejected(e.to_string()),
-        };
+        let read = Material::read(&self.files);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let material = match read {
+            Ok(m) => m,
+            Err(e) => {
+                let why = e.to_string();
+                if state.unreadable.as_deref() == Some(why.as_str()) {
+                    return Reload::Unchanged;
+                }
+                self.metrics.tls_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "TLS files cannot be read; still serving the previous ones");
+                state.unreadable = Some(why.clone());
+                return Reload::Rejected(why);
+            }
+        };
+        if state.unreadable.take().is_some() {
+            tracing::info!(cert = %self.files.cert_file.display(), "TLS files readable again");
+        }
         if state.loaded == material || state.rejected.as_ref() == Some(&material) {
             return Reload::Unchanged;
         }
-        match self.load() {
+        match material.load(&self.files) {
             Ok((key, verifier)) => {
                 record_certificate_expiry(&self.metrics, &key);
                 self.resolver.set(key);
@@ -314,16 +349,6 @@ impl TlsReloader {
                 Reload::Rejected(e.to_string())
             }
         }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn load(&self) -> Result<(Arc<CertifiedKey>, Option<Arc<dyn ClientCertVerifier>>), TlsError> {
-        let key = load_certified_key(&self.files.cert_file, &self.files.key_file)?;
-        let verifier = match (&self.client, &self.files.client_ca_file) {
-            (Some(_), Some(ca)) => Some(client_verifier(ca)?),
-            _ => None,
-        };
-        Ok((key, verifier))
     }
 
     /// Checks every `reload_interval` until the task is dropped.

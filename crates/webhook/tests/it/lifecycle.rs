@@ -170,6 +170,43 @@ async fn invalid_new_certificate_files_leave_the_old_ones_serving() {
     );
 }
 
+/// A key file that disappears (a botched rotation, a volume gone) is logged
+/// and counted once; the loaded certificate keeps serving, and the same
+/// files coming back change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_file_is_reported_once_and_the_old_certificate_serves() {
+    let (h, issuer) = Harness::with_dex(Options {
+        tls_extra: FAST_RELOAD,
+        ..Options::default()
+    })
+    .await;
+    let token = issuer.mint(&jane(issuer.url()));
+    let before = peer_cert(&connect(&h, &h.ca.cert_pem, None).await.unwrap());
+    let key = std::fs::read(h.dir().join("tls.key")).unwrap();
+    std::fs::remove_file(h.dir().join("tls.key")).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            h.reloads("error").await >= 1.0
+        })
+        .await
+    );
+    assert!(logs().contains("TLS files cannot be read"));
+    let mut conn = connect(&h, &h.ca.cert_pem, None).await.unwrap();
+    assert_eq!(peer_cert(&conn), before);
+    let (code, answer) = exchange(&mut conn, &review_body(&token)).await;
+    assert_eq!(code, 200, "{answer}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(h.reloads("error").await, 1.0, "reported once");
+    replace_file(h.dir(), "tls.key", &key);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        h.reloads("success").await,
+        0.0,
+        "the same files: nothing to load"
+    );
+    assert_eq!(h.reloads("error").await, 1.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_client_ca_applies_to_new_handshakes() {
     let (h, issuer) = Harness::with_dex(Options {
