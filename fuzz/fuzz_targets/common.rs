@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube_authn_webhook::review::cache::TokenCache;
 use kube_authn_common::clock::Clock;
-use kube_authn_webhook::config::Config;
+use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::metrics::Metrics;
 use kube_authn_webhook::review::Reviewer;
 use kube_authn_webhook::verify::Verifier;
@@ -36,7 +36,7 @@ pub fn fixture() -> &'static Fixture {
         std::fs::write(dir.join("tls.key"), &tls.key_pem).expect("write");
         std::fs::write(dir.join("ca.crt"), &ca.cert_pem).expect("write");
         std::fs::write(dir.join("secret"), SECRET).expect("write");
-        let config = Config::from_yaml(CONFIG, &dir.join("config.yaml")).expect("fuzz config");
+        let config = Prepared::from_yaml(CONFIG, &dir.join("config.yaml")).expect("fuzz config");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

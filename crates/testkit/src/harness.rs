@@ -11,9 +11,9 @@ use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::{Clock, unix_now};
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::cmd::demo::issuer::dex_claims;
-use kube_authn_webhook::config::Config;
 use kube_authn_webhook::http::{self as server, Running};
 use kube_authn_webhook::pki::{Ca, Issued};
+use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::wire::ApiVersion;
 use serde_json::{Value, json};
 
@@ -260,7 +260,7 @@ impl Harness {
         );
         let path = write(dir.path(), "config.yaml", &text);
         let config =
-            Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+            Prepared::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let running = server::start(&config, opts.clock.clone())
             .await
             .expect("server starts");

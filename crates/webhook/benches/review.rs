@@ -21,8 +21,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use kube_authn_common::clock::{Clock, unix_now};
 use kube_authn_testkit::{dex_claims, issuer::TestIssuer, tokens::refused_token};
 use kube_authn_webhook::cmd::demo::apiserver_request;
-use kube_authn_webhook::config::Config;
 use kube_authn_webhook::pki::Ca;
+use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::review::Reviewer;
 use kube_authn_webhook::review::cache::TokenCache;
 use kube_authn_webhook::wire::ApiVersion;
@@ -86,7 +86,7 @@ fn criterion_home() -> PathBuf {
 struct Fixture {
     _dir: tempfile::TempDir,
     _issuer: TestIssuer,
-    config: Config,
+    config: Prepared,
     /// TokenReview bodies, one distinct token each.
     bodies: Vec<Vec<u8>>,
     /// The first token, split for the bare signature check.
@@ -112,7 +112,7 @@ fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture
         "config.yaml",
         &config_yaml(issuer.url(), alg, cache),
     );
-    let config = Config::load(&config_path).expect("bench config");
+    let config = Prepared::load(&config_path).expect("bench config");
 
     let now = unix_now();
     let bodies: Vec<Vec<u8>> = (0..POOL)
@@ -180,7 +180,7 @@ fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 }
 
 /// A reviewer whose issuer keys are already fetched, as after start-up.
-fn reviewer(rt: &tokio::runtime::Runtime, config: &Config) -> Reviewer {
+fn reviewer(rt: &tokio::runtime::Runtime, config: &Prepared) -> Reviewer {
     let r = Reviewer::from_config(config, Clock::System, rt.handle()).expect("reviewer");
     for issuer in r.verifier.issuers() {
         if let Some(remote) = &issuer.remote {
@@ -319,7 +319,7 @@ fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut r = reviewer(rt, &f.config);
     r.cache = TokenCache::new(&cfg);
     let key = kube_authn_testkit::DevKey::generate(Algorithm::ES256).expect("key");
-    let url = f.config.issuers[0].url.clone().expect("issuer url");
+    let url = f.config.issuers[0].spec.url.clone().expect("issuer url");
     let now = unix_now();
     let bodies: Vec<Vec<u8>> = (0..999)
         .map(|i| {

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod logging;
 pub mod metrics;
 pub mod pki;
+pub mod prepare;
 pub mod review;
 pub mod tls;
 pub mod verify;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kube_authn_common::clock::Clock;
 use kube_authn_webhook::cmd::{certs, demo, kubeconfig};
-use kube_authn_webhook::config::Config;
+use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::{http as server, logging};
 
 /// Kubernetes TokenReview webhook for Dex id_tokens and Extreme EFA/XCO tokens.
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     kube_authn_webhook::install_crypto_providers();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
+        Command::CheckConfig { config } => match Prepared::load(&config) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} issuer{})",
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config } => {
-            let config = match Config::load(&config) {
+            let config = match Prepared::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");

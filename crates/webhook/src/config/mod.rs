@@ -1,9 +1,15 @@
 //! The config file, in two stages: `raw` mirrors the YAML (unknown fields are
-//! errors), `Config` is what the rest of the code trusts. Validation reads every
-//! file the config names, so `check-config` catches what `serve` would trip on.
+//! errors), `Config` is what the rest of the code trusts, each problem found
+//! on the way named by its `FieldPath`. No file the config names is read
+//! here: `prepare` does that, for `serve` and `check-config` alike.
+
+mod field;
+mod raw;
+
+pub(crate) use field::Problems;
+pub use field::{ConfigError, FieldPath, Problem};
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,111 +17,10 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
 
-use crate::keys::{self, VerifyKey};
 use crate::verify::claims::{ClaimMapping, ClaimPath};
 
 /// Issuer name used in metrics and logs for tokens no issuer claims.
 pub const UNMATCHED_ISSUER: &str = "unmatched";
-
-mod raw {
-    use std::collections::BTreeMap;
-    use std::path::PathBuf;
-
-    use serde::Deserialize;
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Config {
-        pub server: Server,
-        #[serde(default)]
-        pub telemetry: Telemetry,
-        #[serde(default)]
-        pub cache: Cache,
-        #[serde(default)]
-        pub issuers: Vec<Issuer>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Server {
-        pub listen: Option<String>,
-        pub tls: Tls,
-        pub max_body_bytes: Option<u64>,
-        pub request_timeout: Option<String>,
-        pub read_timeout: Option<String>,
-        pub shutdown_grace: Option<String>,
-        pub max_connections: Option<usize>,
-        pub workers: Option<usize>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Tls {
-        pub cert_file: PathBuf,
-        pub key_file: PathBuf,
-        pub client_ca_file: Option<PathBuf>,
-        pub allowed_client_names: Option<Vec<String>>,
-        pub reload_interval: Option<String>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Telemetry {
-        pub listen: Option<String>,
-        pub log_format: Option<String>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Cache {
-        pub max_entries: Option<u64>,
-        pub max_ttl: Option<String>,
-        pub negative_ttl: Option<String>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Issuer {
-        pub name: String,
-        pub kind: String,
-        pub url: Option<String>,
-        pub certificate_authority_file: Option<PathBuf>,
-        pub jwks_url: Option<String>,
-        pub audiences: Option<Vec<String>>,
-        pub trust_implicit_audience: Option<bool>,
-        pub algorithms: Option<Vec<String>>,
-        pub clock_skew: Option<String>,
-        pub jwks_fetch_timeout: Option<String>,
-        pub jwks_min_refetch_interval: Option<String>,
-        pub keys: Option<Keys>,
-        pub claims: Option<Claims>,
-    }
-
-    #[derive(Debug, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Keys {
-        pub public_key_files: Option<Vec<PathBuf>>,
-        pub jwks_url: Option<String>,
-        pub hmac_secret_file: Option<PathBuf>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct Claims {
-        pub username: Option<ClaimRef>,
-        pub groups: Option<ClaimRef>,
-        pub uid: Option<ClaimRef>,
-        pub extra: Option<BTreeMap<String, String>>,
-    }
-
-    #[derive(Debug, Default, Deserialize)]
-    #[serde(deny_unknown_fields)]
-    pub struct ClaimRef {
-        pub claim: Option<String>,
-        pub claims: Option<Vec<String>>,
-        pub prefix: Option<String>,
-    }
-}
 
 #[derive(Debug)]
 pub struct Config {
@@ -199,18 +104,30 @@ pub struct Issuer {
     /// Empty means the token's `aud` is not checked (efa only).
     pub audiences: Vec<String>,
     pub trust_implicit_audience: bool,
-    pub algorithms: Vec<Algorithm>,
+    /// `None`: what the keys support (an efa issuer without `algorithms`),
+    /// decided when `prepare` reads them.
+    pub algorithms: Option<Vec<Algorithm>>,
     pub clock_skew: Duration,
     pub claims: ClaimMapping,
-    pub static_keys: Vec<VerifyKey>,
+    pub keys: KeyFiles,
+    /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
+    pub certificate_authority_file: Option<PathBuf>,
     pub remote: Option<RemoteKeys>,
+    /// Where the issuer is in the file, for problems found when its files
+    /// are read.
+    pub field: FieldPath,
+}
+
+/// An efa issuer's static keys, as files (absolute paths).
+#[derive(Debug, Default, Clone)]
+pub struct KeyFiles {
+    pub public_key_files: Vec<PathBuf>,
+    pub hmac_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct RemoteKeys {
     pub source: RemoteSource,
-    /// PEM bundle to trust instead of the system roots.
-    pub ca_pem: Option<Vec<u8>>,
     pub fetch_timeout: Duration,
     pub min_refetch_interval: Duration,
     pub max_response_bytes: usize,
@@ -226,42 +143,6 @@ pub enum RemoteSource {
         url: String,
     },
 }
-
-/// Every problem found in one config file.
-#[derive(Debug)]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub problems: Vec<Problem>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        writeln!(
-            f,
-            "config file {}: {} problem{}",
-            self.file.display(),
-            n,
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.problems {
-            if p.field.is_empty() {
-                writeln!(f, "  - {}", p.message)?;
-            } else {
-                writeln!(f, "  - {}: {}", p.field, p.message)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 const DEFAULT_TELEMETRY_LISTEN: &str = "0.0.0.0:9090";
@@ -281,64 +162,71 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 impl Config {
     /// Reads and validates a config file; relative paths in it are taken from
-    /// the file's own directory (as kubeconfig does).
+    /// the file's own directory (as kubeconfig does). The files it names are
+    /// not read: see `prepare::Prepared::load`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |message: String| ConfigError {
-            file: path.to_owned(),
-            problems: vec![Problem {
-                field: String::new(),
-                message,
-            }],
-        };
-        let bytes = read_bounded(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
-        let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
+        let text = read_text(path)?;
         Self::from_yaml(&text, path)
     }
 
-    /// Parses config text as if it had been read from `path`.
+    /// Parses and validates config text as if it had been read from `path`.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: raw::Config = serde_norway::from_str(text).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            problems: vec![Problem {
-                field: String::new(),
-                message: format!("not a valid config: {e}"),
-            }],
-        })?;
-        let base = path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let mut v = Validator {
-            base,
-            problems: Vec::new(),
-        };
-        let config = v.config(raw, path);
-        if v.problems.is_empty() {
+        let (config, problems) = validate(text, path)?;
+        if problems.is_empty() {
             Ok(config)
         } else {
             Err(ConfigError {
                 file: path.to_owned(),
-                problems: v.problems,
+                problems: problems.into_vec(),
             })
         }
     }
+}
 
-    pub fn issuer(&self, name: &str) -> Option<&Issuer> {
-        self.issuers.iter().find(|i| i.name == name)
-    }
+/// The config file's text, bounded like every file it names.
+pub(crate) fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let fail = |message: String| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            field: FieldPath::root(),
+            message,
+        }],
+    };
+    let bytes = read_bounded(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))
+}
+
+/// Validates config text: the config as far as it is valid (issuers with
+/// problems left out) and every problem found. `Err` only when the text is
+/// not a config at all.
+pub(crate) fn validate(text: &str, path: &Path) -> Result<(Config, Problems), ConfigError> {
+    let raw: raw::Config = serde_norway::from_str(text).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            field: FieldPath::root(),
+            message: format!("not a valid config: {e}"),
+        }],
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut v = Validator {
+        base,
+        problems: Problems::default(),
+    };
+    let config = v.config(raw, path);
+    Ok((config, v.problems))
 }
 
 struct Validator {
     base: PathBuf,
-    problems: Vec<Problem>,
+    problems: Problems,
 }
 
 impl Validator {
-    fn problem(&mut self, field: impl Into<String>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            field: field.into(),
-            message: message.into(),
-        });
+    fn problem(&mut self, field: &FieldPath, message: impl Into<String>) {
+        self.problems.add(field, message);
     }
 
     fn path(&self, p: &Path) -> PathBuf {
@@ -349,18 +237,7 @@ impl Validator {
         }
     }
 
-    fn read(&mut self, field: &str, p: &Path) -> Option<Vec<u8>> {
-        let full = self.path(p);
-        match read_bounded(&full) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                self.problem(field, format!("cannot read {}: {e}", full.display()));
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, field: &str, value: Option<&str>, default: Duration) -> Duration {
+    fn duration(&mut self, field: &FieldPath, value: Option<&str>, default: Duration) -> Duration {
         let Some(s) = value else { return default };
         match humantime::parse_duration(s.trim()) {
             Ok(d) => d,
@@ -374,7 +251,7 @@ impl Validator {
         }
     }
 
-    fn socket_addr(&mut self, field: &str, value: Option<&str>, default: &str) -> SocketAddr {
+    fn socket_addr(&mut self, field: &FieldPath, value: Option<&str>, default: &str) -> SocketAddr {
         let s = value.unwrap_or(default);
         match s.parse() {
             Ok(a) => a,
@@ -395,12 +272,12 @@ impl Validator {
         let cache = self.cache(raw.cache);
         if telemetry.listen == server.listen && server.listen.port() != 0 {
             self.problem(
-                "telemetry.listen",
+                &FieldPath::at("telemetry.listen"),
                 "must differ from server.listen: the telemetry port is plain HTTP",
             );
         }
         if raw.issuers.is_empty() {
-            self.problem("issuers", "at least one issuer is needed");
+            self.problem(&FieldPath::at("issuers"), "at least one issuer is needed");
         }
         self.distinct_issuers(&raw.issuers);
         let issuers: Vec<Issuer> = raw
@@ -419,14 +296,21 @@ impl Validator {
     }
 
     fn server(&mut self, raw: raw::Server) -> Server {
-        let listen = self.socket_addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+        let listen = self.socket_addr(
+            &FieldPath::at("server.listen"),
+            raw.listen.as_deref(),
+            DEFAULT_LISTEN,
+        );
         let reload_interval = self.duration(
-            "server.tls.reload_interval",
+            &FieldPath::at("server.tls.reload_interval"),
             raw.tls.reload_interval.as_deref(),
             DEFAULT_RELOAD_INTERVAL,
         );
         if reload_interval < Duration::from_millis(100) {
-            self.problem("server.tls.reload_interval", "must be at least 100ms");
+            self.problem(
+                &FieldPath::at("server.tls.reload_interval"),
+                "must be at least 100ms",
+            );
         }
         let tls = TlsFiles {
             cert_file: self.path(&raw.tls.cert_file),
@@ -437,67 +321,71 @@ impl Validator {
         };
         if !tls.allowed_client_names.is_empty() && tls.client_ca_file.is_none() {
             self.problem(
-                "server.tls.allowed_client_names",
+                &FieldPath::at("server.tls.allowed_client_names"),
                 "needs client_ca_file: without client certificates there are no names to check",
             );
         }
         if tls.allowed_client_names.iter().any(|n| n.trim().is_empty()) {
             self.problem(
-                "server.tls.allowed_client_names",
+                &FieldPath::at("server.tls.allowed_client_names"),
                 "a name must not be empty",
             );
-        }
-        if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
-            self.problem("server.tls", e.to_string());
-        }
-        if let Some(ca) = &tls.client_ca_file
-            && let Err(e) = crate::tls::load_client_roots(ca)
-        {
-            self.problem("server.tls.client_ca_file", e.to_string());
         }
         let max_body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(1024..=64 * 1024 * 1024).contains(&max_body) {
             self.problem(
-                "server.max_body_bytes",
+                &FieldPath::at("server.max_body_bytes"),
                 format!("{max_body} is out of range: use 1024 to 67108864 (Dex tokens with many groups reach 60 KB)"),
             );
         }
         let request_timeout = self.duration(
-            "server.request_timeout",
+            &FieldPath::at("server.request_timeout"),
             raw.request_timeout.as_deref(),
             DEFAULT_REQUEST_TIMEOUT,
         );
         if request_timeout.is_zero() || request_timeout > Duration::from_secs(29) {
             self.problem(
-                "server.request_timeout",
+                &FieldPath::at("server.request_timeout"),
                 "must be between 1s and 29s: the kube-apiserver gives up on a webhook after 30s",
             );
         }
         let read_timeout = self.duration(
-            "server.read_timeout",
+            &FieldPath::at("server.read_timeout"),
             raw.read_timeout.as_deref(),
             DEFAULT_READ_TIMEOUT,
         );
         if read_timeout < Duration::from_millis(100) || read_timeout > Duration::from_secs(60) {
-            self.problem("server.read_timeout", "must be between 100ms and 60s");
+            self.problem(
+                &FieldPath::at("server.read_timeout"),
+                "must be between 100ms and 60s",
+            );
         }
         let shutdown_grace = self.duration(
-            "server.shutdown_grace",
+            &FieldPath::at("server.shutdown_grace"),
             raw.shutdown_grace.as_deref(),
             DEFAULT_SHUTDOWN_GRACE,
         );
         if shutdown_grace > Duration::from_secs(300) {
-            self.problem("server.shutdown_grace", "must be at most 5m");
+            self.problem(
+                &FieldPath::at("server.shutdown_grace"),
+                "must be at most 5m",
+            );
         }
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 {
-            self.problem("server.max_connections", "must be at least 1");
+            self.problem(
+                &FieldPath::at("server.max_connections"),
+                "must be at least 1",
+            );
         }
         let workers = raw
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         if workers == 0 || workers > 256 {
-            self.problem("server.workers", "must be between 1 and 256");
+            self.problem(
+                &FieldPath::at("server.workers"),
+                "must be between 1 and 256",
+            );
         }
         Server {
             listen,
@@ -513,7 +401,7 @@ impl Validator {
 
     fn telemetry(&mut self, raw: raw::Telemetry) -> Telemetry {
         let listen = self.socket_addr(
-            "telemetry.listen",
+            &FieldPath::at("telemetry.listen"),
             raw.listen.as_deref(),
             DEFAULT_TELEMETRY_LISTEN,
         );
@@ -522,7 +410,7 @@ impl Validator {
             Some("text") => LogFormat::Text,
             Some(other) => {
                 self.problem(
-                    "telemetry.log_format",
+                    &FieldPath::at("telemetry.log_format"),
                     format!("{other:?} is not a log format: use json or text"),
                 );
                 LogFormat::Json
@@ -532,22 +420,29 @@ impl Validator {
     }
 
     fn cache(&mut self, raw: raw::Cache) -> Cache {
-        let max_ttl = self.duration("cache.max_ttl", raw.max_ttl.as_deref(), DEFAULT_MAX_TTL);
+        let max_ttl = self.duration(
+            &FieldPath::at("cache.max_ttl"),
+            raw.max_ttl.as_deref(),
+            DEFAULT_MAX_TTL,
+        );
         let negative_ttl = self.duration(
-            "cache.negative_ttl",
+            &FieldPath::at("cache.negative_ttl"),
             raw.negative_ttl.as_deref(),
             DEFAULT_NEGATIVE_TTL,
         );
         if max_ttl > Duration::from_secs(24 * 3600) {
-            self.problem("cache.max_ttl", "must be at most 24h");
+            self.problem(&FieldPath::at("cache.max_ttl"), "must be at most 24h");
         }
         if negative_ttl > max_ttl {
-            self.problem("cache.negative_ttl", "must not exceed cache.max_ttl");
+            self.problem(
+                &FieldPath::at("cache.negative_ttl"),
+                "must not exceed cache.max_ttl",
+            );
         }
         let max_entries = raw.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
         if max_entries > 10_000_000 {
             self.problem(
-                "cache.max_entries",
+                &FieldPath::at("cache.max_entries"),
                 "must be at most 10000000 (0 turns the cache off)",
             );
         }
@@ -559,27 +454,27 @@ impl Validator {
     }
 
     fn issuer(&mut self, index: usize, raw: raw::Issuer) -> Option<Issuer> {
-        let at = format!("issuers[{index}]");
+        let at = FieldPath::at("issuers").index(index);
         let problems_before = self.problems.len();
         let name = raw.name.trim().to_owned();
         if !valid_name(&name) {
             self.problem(
-                format!("{at}.name"),
+                &at.field("name"),
                 format!("{name:?} is not a valid name: use lower-case letters, digits and '-', at most 63 characters (it becomes a metric label)"),
             );
         } else if name == UNMATCHED_ISSUER {
             self.problem(
-                format!("{at}.name"),
+                &at.field("name"),
                 format!("{UNMATCHED_ISSUER:?} is reserved for tokens no issuer matches"),
             );
         }
-        let at = format!("issuers[{index}] ({name})");
+        let at = at.named(&name);
         let kind = match raw.kind.as_str() {
             "oidc" => IssuerKind::Oidc,
             "efa" => IssuerKind::Efa,
             other => {
                 self.problem(
-                    format!("{at}.kind"),
+                    &at.field("kind"),
                     format!("{other:?} is not an issuer kind: use oidc (Dex or any OIDC provider) or efa (Extreme EFA/XCO)"),
                 );
                 return None;
@@ -589,46 +484,40 @@ impl Validator {
         let url = raw.url.as_deref().map(str::trim).map(str::to_owned);
         match (kind, &url) {
             (IssuerKind::Oidc, None) => self.problem(
-                format!("{at}.url"),
+                &at.field("url"),
                 "an oidc issuer needs url: the token's iss, e.g. https://pcd.example.com/dex",
             ),
             (IssuerKind::Oidc, Some(u)) if !u.starts_with("https://") => self.problem(
-                format!("{at}.url"),
+                &at.field("url"),
                 format!("{u:?} must start with https:// (keys are fetched from it)"),
             ),
-            (_, Some(u)) if u.is_empty() => self.problem(
-                format!("{at}.url"),
-                "must not be empty; leave it out instead",
-            ),
+            (_, Some(u)) if u.is_empty() => {
+                self.problem(&at.field("url"), "must not be empty; leave it out instead")
+            }
             _ => {}
         }
 
         let audiences: Vec<String> = raw.audiences.unwrap_or_default();
         if kind == IssuerKind::Oidc && audiences.is_empty() {
             self.problem(
-                format!("{at}.audiences"),
+                &at.field("audiences"),
                 "an oidc issuer needs at least one audience (the client id its tokens are issued to, e.g. kubernetes)",
             );
         }
         if audiences.iter().any(|a| a.is_empty()) {
-            self.problem(format!("{at}.audiences"), "an audience must not be empty");
+            self.problem(&at.field("audiences"), "an audience must not be empty");
         }
 
-        let ca_pem = raw
+        let certificate_authority_file = raw
             .certificate_authority_file
             .as_deref()
-            .and_then(|p| self.read(&format!("{at}.certificate_authority_file"), p));
-        if let Some(pem) = &ca_pem
-            && let Err(e) = kube_authn_common::parse_ca_bundle(pem)
-        {
-            self.problem(format!("{at}.certificate_authority_file"), e);
-        }
+            .map(|p| self.path(p));
 
-        let (static_keys, remote_source) = match kind {
+        let (keys, remote_source) = match kind {
             IssuerKind::Oidc => {
                 if raw.keys.is_some() {
                     self.problem(
-                        format!("{at}.keys"),
+                        &at.field("keys"),
                         "keys is for efa issuers; an oidc issuer gets its keys by discovery, or from jwks_url",
                     );
                 }
@@ -637,12 +526,12 @@ impl Validator {
                     (None, Some(u)) => Some(RemoteSource::Discovery { issuer: u.clone() }),
                     (None, None) => None,
                 };
-                (Vec::new(), source)
+                (KeyFiles::default(), source)
             }
             IssuerKind::Efa => {
                 if raw.jwks_url.is_some() {
                     self.problem(
-                        format!("{at}.jwks_url"),
+                        &at.field("jwks_url"),
                         "for an efa issuer, put the JWKS URL under keys.jwks_url",
                     );
                 }
@@ -653,54 +542,52 @@ impl Validator {
             && !url.starts_with("https://")
         {
             self.problem(
-                format!("{at}.jwks_url"),
+                &at.field("jwks_url"),
                 format!("{url:?} must start with https://"),
             );
         }
 
-        let algorithms = self.algorithms(&at, kind, raw.algorithms, &static_keys);
-        let key_problems = self.problems[problems_before..]
-            .iter()
-            .any(|p| p.field.starts_with(&format!("{at}.keys")));
-        let has_hmac = static_keys.iter().any(VerifyKey::is_hmac);
-        let has_asymmetric = remote_source.is_some() || static_keys.iter().any(|k| !k.is_hmac());
-        for alg in algorithms.iter().filter(|_| !key_problems) {
+        let algorithms = self.algorithms(&at, kind, raw.algorithms);
+        let key_problems = self.problems.any_under(&at.field("keys"));
+        let has_hmac = keys.hmac_secret_file.is_some();
+        let has_asymmetric = remote_source.is_some() || !keys.public_key_files.is_empty();
+        for alg in algorithms.iter().flatten().filter(|_| !key_problems) {
             let hmac = is_hmac(*alg);
             if hmac && !has_hmac {
                 self.problem(
-                    format!("{at}.algorithms"),
+                    &at.field("algorithms"),
                     format!("{alg:?} needs keys.hmac_secret_file"),
                 );
             }
             if !hmac && !has_asymmetric {
                 self.problem(
-                    format!("{at}.algorithms"),
+                    &at.field("algorithms"),
                     format!("{alg:?} needs a public key (keys.public_key_files or keys.jwks_url)"),
                 );
             }
         }
 
         let clock_skew = self.duration(
-            &format!("{at}.clock_skew"),
+            &at.field("clock_skew"),
             raw.clock_skew.as_deref(),
             DEFAULT_CLOCK_SKEW,
         );
         if clock_skew > Duration::from_secs(600) {
-            self.problem(format!("{at}.clock_skew"), "must be at most 10m");
+            self.problem(&at.field("clock_skew"), "must be at most 10m");
         }
         let fetch_timeout = self.duration(
-            &format!("{at}.jwks_fetch_timeout"),
+            &at.field("jwks_fetch_timeout"),
             raw.jwks_fetch_timeout.as_deref(),
             DEFAULT_FETCH_TIMEOUT,
         );
         if fetch_timeout.is_zero() || fetch_timeout > Duration::from_secs(15) {
             self.problem(
-                format!("{at}.jwks_fetch_timeout"),
+                &at.field("jwks_fetch_timeout"),
                 "must be between 1s and 15s",
             );
         }
         let min_refetch_interval = self.duration(
-            &format!("{at}.jwks_min_refetch_interval"),
+            &at.field("jwks_min_refetch_interval"),
             raw.jwks_min_refetch_interval.as_deref(),
             DEFAULT_MIN_REFETCH,
         );
@@ -708,7 +595,7 @@ impl Validator {
             || min_refetch_interval > Duration::from_secs(300)
         {
             self.problem(
-                format!("{at}.jwks_min_refetch_interval"),
+                &at.field("jwks_min_refetch_interval"),
                 "must be between 100ms and 5m",
             );
         }
@@ -727,10 +614,11 @@ impl Validator {
             algorithms,
             clock_skew,
             claims,
-            static_keys,
+            keys,
+            certificate_authority_file,
+            field: at,
             remote: remote_source.map(|source| RemoteKeys {
                 source,
-                ca_pem,
                 fetch_timeout,
                 min_refetch_interval,
                 max_response_bytes: MAX_JWKS_BYTES,
@@ -740,48 +628,29 @@ impl Validator {
 
     fn efa_keys(
         &mut self,
-        at: &str,
+        at: &FieldPath,
         raw: Option<raw::Keys>,
-    ) -> (Vec<VerifyKey>, Option<RemoteSource>) {
+    ) -> (KeyFiles, Option<RemoteSource>) {
         let Some(raw) = raw else {
             self.problem(
-                format!("{at}.keys"),
+                &at.field("keys"),
                 "an efa issuer needs keys: public_key_files (the EFA JWT certificate or public key), jwks_url, or hmac_secret_file",
             );
-            return (Vec::new(), None);
+            return (KeyFiles::default(), None);
         };
-        let mut keys = Vec::new();
-        for (i, p) in raw.public_key_files.unwrap_or_default().iter().enumerate() {
-            let field = format!("{at}.keys.public_key_files[{i}]");
-            if let Some(bytes) = self.read(&field, p) {
-                match keys::from_pem(&bytes) {
-                    Ok(k) => keys.extend(k),
-                    Err(e) => {
-                        let full = self.path(p);
-                        self.problem(field, format!("{}: {e}", full.display()))
-                    }
-                }
-            }
-        }
-        if let Some(p) = &raw.hmac_secret_file {
-            let field = format!("{at}.keys.hmac_secret_file");
-            if let Some(bytes) = self.read(&field, p) {
-                match keys::hmac_secret(&bytes) {
-                    Ok(k) => keys.push(k),
-                    Err(e) => self.problem(field, e),
-                }
-            }
-        }
-        let remote = raw.jwks_url.map(|url| RemoteSource::Jwks { url });
-        if keys.is_empty()
-            && remote.is_none()
-            && !self
-                .problems
+        let keys = KeyFiles {
+            public_key_files: raw
+                .public_key_files
+                .unwrap_or_default()
                 .iter()
-                .any(|p| p.field.starts_with(&format!("{at}.keys")))
-        {
+                .map(|p| self.path(p))
+                .collect(),
+            hmac_secret_file: raw.hmac_secret_file.as_deref().map(|p| self.path(p)),
+        };
+        let remote = raw.jwks_url.map(|url| RemoteSource::Jwks { url });
+        if keys.public_key_files.is_empty() && keys.hmac_secret_file.is_none() && remote.is_none() {
             self.problem(
-                format!("{at}.keys"),
+                &at.field("keys"),
                 "no key source given: set public_key_files, jwks_url or hmac_secret_file",
             );
         }
@@ -790,44 +659,34 @@ impl Validator {
 
     fn algorithms(
         &mut self,
-        at: &str,
+        at: &FieldPath,
         kind: IssuerKind,
         raw: Option<Vec<String>>,
-        static_keys: &[VerifyKey],
-    ) -> Vec<Algorithm> {
-        let field = format!("{at}.algorithms");
+    ) -> Option<Vec<Algorithm>> {
+        let field = &at.field("algorithms");
         let Some(names) = raw else {
             return match kind {
                 // Dex's local signer; Vault-signed Dex needs ES256 or EdDSA listed.
-                IssuerKind::Oidc => vec![Algorithm::RS256],
-                IssuerKind::Efa => {
-                    let mut algs: Vec<Algorithm> = static_keys
-                        .iter()
-                        .map(VerifyKey::default_algorithm)
-                        .collect();
-                    if static_keys.is_empty() {
-                        algs.push(Algorithm::RS256);
-                    }
-                    algs.dedup();
-                    algs
-                }
+                IssuerKind::Oidc => Some(vec![Algorithm::RS256]),
+                // What the keys support, known once they are read (prepare).
+                IssuerKind::Efa => None,
             };
         };
         if names.is_empty() {
-            self.problem(&field, "must list at least one algorithm, e.g. [RS256]");
+            self.problem(field, "must list at least one algorithm, e.g. [RS256]");
         }
         let mut algs = Vec::new();
         for n in names {
             let alg = match parse_algorithm(&n) {
                 Ok(a) => a,
                 Err(msg) => {
-                    self.problem(&field, msg);
+                    self.problem(field, msg);
                     continue;
                 }
             };
             if kind == IssuerKind::Oidc && is_hmac(alg) {
                 self.problem(
-                    &field,
+                    field,
                     format!("{n} is refused for oidc issuers: a shared secret would let anyone holding the client secret mint tokens"),
                 );
                 continue;
@@ -836,35 +695,44 @@ impl Validator {
                 algs.push(alg);
             }
         }
-        algs
+        Some(algs)
     }
 
-    fn claims(&mut self, at: &str, kind: IssuerKind, raw: raw::Claims) -> ClaimMapping {
+    fn claims(&mut self, at: &FieldPath, kind: IssuerKind, raw: raw::Claims) -> ClaimMapping {
         let (default_user, default_groups): (&[&str], &[&str]) = match kind {
             IssuerKind::Oidc => (&["email", "name"], &["groups"]),
             IssuerKind::Efa => (&["username", "sub"], &["roles", "role"]),
         };
-        let (username, username_prefix) =
-            self.claim_ref(&format!("{at}.claims.username"), raw.username, default_user);
-        let (groups, groups_prefix) =
-            self.claim_ref(&format!("{at}.claims.groups"), raw.groups, default_groups);
-        let (uid, uid_prefix) = self.claim_ref(&format!("{at}.claims.uid"), raw.uid, &["sub"]);
+        let (username, username_prefix) = self.claim_ref(
+            &at.field("claims").field("username"),
+            raw.username,
+            default_user,
+        );
+        let (groups, groups_prefix) = self.claim_ref(
+            &at.field("claims").field("groups"),
+            raw.groups,
+            default_groups,
+        );
+        let (uid, uid_prefix) = self.claim_ref(&at.field("claims").field("uid"), raw.uid, &["sub"]);
         if !uid_prefix.is_empty() {
-            self.problem(format!("{at}.claims.uid.prefix"), "uid takes no prefix");
+            self.problem(
+                &at.field("claims").field("uid").field("prefix"),
+                "uid takes no prefix",
+            );
         }
         let mut extra = Vec::new();
         for (key, path) in raw.extra.unwrap_or_default() {
-            let field = format!("{at}.claims.extra.{key}");
+            let field = &at.field("claims").field("extra").field(&key);
             if key.is_empty() || key != key.to_lowercase() || key.contains(char::is_whitespace) {
                 self.problem(
-                    &field,
+                    field,
                     "extra keys must be lower-case without spaces, ideally domain-prefixed (authn.example.com/name)",
                 );
                 continue;
             }
             match ClaimPath::parse(&path) {
                 Some(p) => extra.push((key, p)),
-                None => self.problem(&field, format!("{path:?} is not a claim path")),
+                None => self.problem(field, format!("{path:?} is not a claim path")),
             }
         }
         ClaimMapping {
@@ -879,7 +747,7 @@ impl Validator {
 
     fn claim_ref(
         &mut self,
-        field: &str,
+        field: &FieldPath,
         raw: Option<raw::ClaimRef>,
         default: &[&str],
     ) -> (Vec<ClaimPath>, String) {
@@ -906,7 +774,7 @@ impl Validator {
         let prefix = raw.prefix.unwrap_or_default();
         if could_make_system_name(&prefix) {
             self.problem(
-                format!("{field}.prefix"),
+                &field.field("prefix"),
                 format!("{prefix:?} could produce a name starting with system:, which Kubernetes reserves for its own components"),
             );
         }
@@ -919,7 +787,7 @@ impl Validator {
         let mut names = HashSet::new();
         let mut matches: HashSet<Option<&str>> = HashSet::new();
         for (i, iss) in issuers.iter().enumerate() {
-            let at = format!("issuers[{i}] ({})", iss.name.trim());
+            let at = FieldPath::at("issuers").index(i).named(iss.name.trim());
             if !names.insert(iss.name.trim()) {
                 self.problem(&at, "another issuer has this name; names must be unique");
             }
@@ -934,7 +802,7 @@ impl Validator {
                         .to_owned(),
                 };
                 self.problem(
-                    at,
+                    &at,
                     format!("{what}; every token must route to exactly one issuer"),
                 );
             }
@@ -1007,7 +875,7 @@ mod tests {
         assert!(
             err.problems
                 .iter()
-                .any(|p| p.field == "issuers[0] (x).kind"),
+                .any(|p| p.field.to_string() == "issuers[0] (x).kind"),
             "{err}"
         );
     }

@@ -14,8 +14,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
+use crate::prepare::Prepared;
 use crate::review::{ApiError, Reviewer};
 use crate::tls::{self, TlsReloader};
 use kube_authn_common::clock::Clock;
@@ -54,8 +55,8 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
-    #[error("{0}")]
-    Issuer(String),
+    #[error(transparent)]
+    Issuer(#[from] ClientError),
 }
 
 pub struct Running {
@@ -70,9 +71,9 @@ pub struct Running {
 /// Binds both listeners and starts serving; issuer keys are fetched in the
 /// background, so an issuer that is down holds up nobody. Must run inside a
 /// multi-thread tokio runtime.
-pub async fn start(config: &Config, clock: Clock) -> Result<Running, StartError> {
+pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Handle::current();
-    let reviewer = Reviewer::from_config(config, clock, &runtime).map_err(StartError::Issuer)?;
+    let reviewer = Reviewer::from_config(config, clock, &runtime)?;
     let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
     let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
     for issuer in reviewer.verifier.issuers() {

@@ -76,6 +76,15 @@ struct FetchState {
     jwks_uri: Option<String>,
 }
 
+/// The HTTPS client for an issuer cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("issuer {issuer}: {what}: {source}")]
+pub struct ClientError {
+    issuer: Arc<str>,
+    what: &'static str,
+    source: reqwest::Error,
+}
+
 pub struct RemoteKeys {
     issuer: Arc<str>,
     cfg: RemoteConfig,
@@ -93,10 +102,11 @@ impl RemoteKeys {
     pub fn new(
         issuer: Arc<str>,
         cfg: RemoteConfig,
+        ca_pem: Option<&[u8]>,
         metrics: Arc<Metrics>,
         clock: Clock,
         runtime: tokio::runtime::Handle,
-    ) -> Result<RemoteKeys, String> {
+    ) -> Result<RemoteKeys, ClientError> {
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.fetch_timeout)
             .connect_timeout(cfg.fetch_timeout)
@@ -104,14 +114,20 @@ impl RemoteKeys {
             .https_only(true)
             .no_proxy()
             .user_agent(concat!("kube-authn-webhook/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &cfg.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("issuer {issuer}: bad certificate_authority_file: {e}"))?;
+        if let Some(pem) = ca_pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|source| ClientError {
+                    issuer: issuer.clone(),
+                    what: "bad certificate_authority_file",
+                    source,
+                })?;
             builder = builder.tls_certs_only(certs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| format!("issuer {issuer}: cannot build HTTPS client: {e}"))?;
+        let client = builder.build().map_err(|source| ClientError {
+            issuer: issuer.clone(),
+            what: "cannot build the HTTPS client",
+            source,
+        })?;
         Ok(RemoteKeys {
             issuer,
             cfg,

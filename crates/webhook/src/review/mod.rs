@@ -6,8 +6,10 @@ pub mod cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, UNMATCHED_ISSUER};
+use crate::config::UNMATCHED_ISSUER;
+use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
+use crate::prepare::Prepared;
 use crate::review::cache::{TokenCache, TokenHash, Verdict};
 use crate::verify::{Identity, Rejection, Verifier, VerifyError};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
@@ -53,10 +55,10 @@ impl Reviewer {
     /// a benchmark may call `RemoteKeys::refresh` once), the cache and a fresh
     /// metrics registry. `runtime` is where key fetches run.
     pub fn from_config(
-        config: &Config,
+        config: &Prepared,
         clock: Clock,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Reviewer, String> {
+    ) -> Result<Reviewer, ClientError> {
         let metrics = Arc::new(Metrics::new());
         let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
         Ok(Reviewer {

@@ -15,10 +15,11 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::value::RawValue;
 
-use crate::config::{self, IssuerKind};
-use crate::keys::remote::{FetchError, RemoteKeys};
+use crate::config::IssuerKind;
+use crate::keys::remote::{ClientError, FetchError, RemoteKeys};
 use crate::keys::{KeySet, VerifyKey};
 use crate::metrics::Metrics;
+use crate::prepare;
 use crate::wire::UserInfo;
 use claims::ClaimMapping;
 use kube_authn_common::clock::Clock;
@@ -279,28 +280,30 @@ impl Verifier {
     /// Builds the verifiers; fetching keys is left to the caller (see
     /// `server::start`), so an issuer that is down does not hold up the rest.
     pub fn new(
-        issuers: &[config::Issuer],
+        issuers: &[prepare::Issuer],
         metrics: &Arc<Metrics>,
         clock: &Clock,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Verifier, String> {
+    ) -> Result<Verifier, ClientError> {
         let mut out = Vec::new();
         let mut by_iss = HashMap::new();
         let mut without_iss = None;
-        for (i, c) in issuers.iter().enumerate() {
+        for (i, p) in issuers.iter().enumerate() {
+            let c = &p.spec;
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
             let remote = match &c.remote {
                 Some(r) => Some(Arc::new(RemoteKeys::new(
                     name.clone(),
                     r.clone(),
+                    p.ca_pem.as_deref(),
                     metrics.clone(),
                     clock.clone(),
                     runtime.clone(),
                 )?)),
                 None => None,
             };
-            let static_keys = KeySet::new(c.static_keys.iter().cloned());
+            let static_keys = KeySet::new(p.static_keys.iter().cloned());
             if !static_keys.is_empty() {
                 metrics
                     .jwks_last_success
@@ -319,7 +322,7 @@ impl Verifier {
                 url: c.url.clone(),
                 audiences: c.audiences.clone(),
                 trust_implicit_audience: c.trust_implicit_audience,
-                algorithms: c.algorithms.clone(),
+                algorithms: p.algorithms.clone(),
                 skew: c.clock_skew,
                 claims: c.claims.clone(),
                 static_keys,

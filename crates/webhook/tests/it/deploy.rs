@@ -17,9 +17,9 @@ use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::{Clock, unix_now};
 use kube_authn_testkit::{dex_claims, issuer::TestIssuer};
 use kube_authn_webhook::cmd::demo::apiserver_request;
-use kube_authn_webhook::config::Config;
 use kube_authn_webhook::http as server;
 use kube_authn_webhook::pki::Ca;
+use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::wire::ApiVersion;
 use rustls::client::danger::ServerCertVerifier;
 use rustls_pki_types::pem::PemObject;
@@ -572,7 +572,7 @@ issuers:
     );
     let config_path = pki.join("config.yaml");
     std::fs::write(&config_path, config_text).expect("write config");
-    let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    let config = Prepared::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     let running = server::start(&config, Clock::System)
         .await
         .expect("server starts");
@@ -737,7 +737,7 @@ async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
         "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt, reload_interval: 100ms}\ntelemetry: {listen: 127.0.0.1:0, log_format: text}\nissuers:\n  - {name: efa, kind: efa, keys: {public_key_files: [efa.pem]}}\n",
     )
     .expect("write config");
-    let config = Config::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    let config = Prepared::load(&config_path).unwrap_or_else(|e| panic!("{e}"));
     let running = server::start(&config, Clock::System)
         .await
         .expect("server starts");

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 
 use kube_authn_common::clock::{Clock, unix_now};
 
-use crate::config::{Config, LogFormat};
+use crate::config::LogFormat;
 use crate::pki::Ca;
+use crate::prepare::Prepared;
 use crate::wire::{self, ApiVersion};
 use crate::{http as server, logging};
 
@@ -56,7 +57,7 @@ issuers:
         url = issuer.url()
     );
     let config_path = write(dir.path(), "config.yaml", &config_text)?;
-    let config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    let config = Prepared::load(&config_path).map_err(|e| e.to_string())?;
 
     let running = server::start(&config, Clock::System)
         .await

@@ -1,0 +1,151 @@
+//! From a validated config to what the service runs on: every file the
+//! config names read once (bounded), CA bundles and keys parsed, the TLS
+//! pair checked to belong together. `serve` and `check-config` both load
+//! through `Prepared::load`, so check-config finds what serve would trip on,
+//! and every problem of both stages comes in one list.
+
+use std::path::{Path, PathBuf};
+
+use jsonwebtoken::Algorithm;
+use kube_authn_common::fs::read_bounded;
+
+use crate::config::{self, Config, ConfigError, FieldPath, Problems};
+use crate::keys::{self, VerifyKey};
+
+/// A config whose files were read and whose keys were parsed.
+#[derive(Debug)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub server: config::Server,
+    pub telemetry: config::Telemetry,
+    pub cache: config::Cache,
+    pub issuers: Vec<Issuer>,
+}
+
+/// An issuer as the verifier takes it.
+#[derive(Debug)]
+pub struct Issuer {
+    pub spec: config::Issuer,
+    pub algorithms: Vec<Algorithm>,
+    pub static_keys: Vec<VerifyKey>,
+    /// `spec.certificate_authority_file`'s contents.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    /// Reads, validates and prepares a config file; every problem found, by
+    /// file and field.
+    pub fn load(path: &Path) -> Result<Prepared, ConfigError> {
+        let text = config::read_text(path)?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Like `load`, for config text as if read from `path` (relative paths
+    /// are taken from its directory).
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Prepared, ConfigError> {
+        let (config, mut problems) = config::validate(text, path)?;
+        // Prepared even when validation found problems: what did validate
+        // (issuers with problems are left out) gets its files read too, so
+        // one run lists everything.
+        let prepared = prepare(config, &mut problems);
+        if problems.is_empty() {
+            Ok(prepared)
+        } else {
+            Err(ConfigError {
+                file: path.to_owned(),
+                problems: problems.into_vec(),
+            })
+        }
+    }
+}
+
+fn prepare(config: Config, problems: &mut Problems) -> Prepared {
+    let tls = &config.server.tls;
+    if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+        problems.add(&FieldPath::at("server.tls"), e.to_string());
+    }
+    if let Some(ca) = &tls.client_ca_file
+        && let Err(e) = crate::tls::load_client_roots(ca)
+    {
+        problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
+    }
+    let issuers = config
+        .issuers
+        .into_iter()
+        .filter_map(|spec| issuer(spec, problems))
+        .collect();
+    Prepared {
+        path: config.path,
+        server: config.server,
+        telemetry: config.telemetry,
+        cache: config.cache,
+        issuers,
+    }
+}
+
+fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
+    let before = problems.len();
+    let at = spec.field.clone();
+    let ca_pem = spec.certificate_authority_file.as_deref().and_then(|p| {
+        let field = at.field("certificate_authority_file");
+        let pem = read(problems, &field, p)?;
+        match kube_authn_common::parse_ca_bundle(&pem) {
+            Ok(_) => Some(pem),
+            Err(e) => {
+                problems.add(&field, e);
+                None
+            }
+        }
+    });
+    let mut static_keys = Vec::new();
+    for (i, p) in spec.keys.public_key_files.iter().enumerate() {
+        let field = at.field("keys").field("public_key_files").index(i);
+        if let Some(bytes) = read(problems, &field, p) {
+            match keys::from_pem(&bytes) {
+                Ok(k) => static_keys.extend(k),
+                Err(e) => problems.add(&field, format!("{}: {e}", p.display())),
+            }
+        }
+    }
+    if let Some(p) = &spec.keys.hmac_secret_file {
+        let field = at.field("keys").field("hmac_secret_file");
+        if let Some(bytes) = read(problems, &field, p) {
+            match keys::hmac_secret(&bytes) {
+                Ok(k) => static_keys.push(k),
+                Err(e) => problems.add(&field, e),
+            }
+        }
+    }
+    let algorithms = match &spec.algorithms {
+        Some(algs) => algs.clone(),
+        // An efa issuer without `algorithms`: what its keys support (RS256
+        // for keys from a JWKS).
+        None => {
+            let mut algs: Vec<Algorithm> = static_keys
+                .iter()
+                .map(VerifyKey::default_algorithm)
+                .collect();
+            if static_keys.is_empty() {
+                algs.push(Algorithm::RS256);
+            }
+            algs.dedup();
+            algs
+        }
+    };
+    (problems.len() == before).then_some(Issuer {
+        spec,
+        algorithms,
+        static_keys,
+        ca_pem,
+    })
+}
+
+fn read(problems: &mut Problems, field: &FieldPath, path: &Path) -> Option<Vec<u8>> {
+    match read_bounded(path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            problems.add(field, format!("cannot read {}: {e}", path.display()));
+            None
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Config validation, in process, as tables: each broken config names the
+//! field it is wrong at and says why. `cli.rs` keeps a few runs of the real
+//! `check-config` binary.
+
+use std::path::Path;
+
+use kube_authn_testkit::harness::write;
+use kube_authn_webhook::config::{Config, ConfigError};
+use kube_authn_webhook::prepare::Prepared;
+
+/// A valid config, with `server_extra` added under `server:` (each line
+/// indented two spaces) and `issuers` as the YAML list body.
+fn config(server_extra: &str, top_extra: &str, issuers: &str) -> String {
+    format!(
+        "server:\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\n{server_extra}{top_extra}issuers:{issuers}"
+    )
+}
+
+const DEX: &str = "
+  - name: dex
+    kind: oidc
+    url: https://dex.example.com/dex
+    audiences: [kubernetes]
+";
+
+fn problems(err: &ConfigError) -> Vec<(String, String)> {
+    err.problems
+        .iter()
+        .map(|p| (p.field.to_string(), p.message.clone()))
+        .collect()
+}
+
+/// Every case must fail with a problem at `field` whose message contains
+/// `says` (and may report more problems beside it).
+fn assert_refused(cases: &[(&str, String, &str, &str)], check: impl Fn(&str) -> ConfigError) {
+    for (name, text, field, says) in cases {
+        let err = check(text);
+        let found = problems(&err);
+        assert!(
+            found.iter().any(|(f, m)| f == field && m.contains(says)),
+            "{name}: expected a problem at {field:?} saying {says:?}, got {found:#?}\n--- config:\n{text}"
+        );
+    }
+}
+
+fn validate(text: &str) -> ConfigError {
+    Config::from_yaml(text, Path::new("/etc/kube-authn-webhook/config.yaml"))
+        .expect_err("the config should be refused")
+}
+
+fn issuer(fields: &str) -> String {
+    format!("\n  - name: x\n{fields}")
+}
+
+#[test]
+fn each_server_telemetry_and_cache_rule_names_its_field() {
+    let s = |extra: &str| config(extra, "", DEX);
+    let t = |top: &str| config("", top, DEX);
+    let cases = [
+        (
+            "listen",
+            s("  listen: localhost\n"),
+            "server.listen",
+            "is not an address:port",
+        ),
+        (
+            "reload",
+            config("", "", DEX).replace(
+                "key_file: tls.key}",
+                "key_file: tls.key, reload_interval: 50ms}",
+            ),
+            "server.tls.reload_interval",
+            "at least 100ms",
+        ),
+        (
+            "duration",
+            config("", "", DEX).replace(
+                "key_file: tls.key}",
+                "key_file: tls.key, reload_interval: soon}",
+            ),
+            "server.tls.reload_interval",
+            "is not a duration",
+        ),
+        (
+            "names without ca",
+            config("", "", DEX).replace(
+                "key_file: tls.key}",
+                "key_file: tls.key, allowed_client_names: [a]}",
+            ),
+            "server.tls.allowed_client_names",
+            "needs client_ca_file",
+        ),
+        (
+            "empty name",
+            config("", "", DEX).replace(
+                "key_file: tls.key}",
+                "key_file: tls.key, client_ca_file: ca.crt, allowed_client_names: [\" \"]}",
+            ),
+            "server.tls.allowed_client_names",
+            "must not be empty",
+        ),
+        (
+            "body",
+            s("  max_body_bytes: 10\n"),
+            "server.max_body_bytes",
+            "out of range",
+        ),
+        (
+            "request timeout",
+            s("  request_timeout: 30s\n"),
+            "server.request_timeout",
+            "between 1s and 29s",
+        ),
+        (
+            "read timeout",
+            s("  read_timeout: 50ms\n"),
+            "server.read_timeout",
+            "between 100ms and 60s",
+        ),
+        (
+            "grace",
+            s("  shutdown_grace: 10m\n"),
+            "server.shutdown_grace",
+            "at most 5m",
+        ),
+        (
+            "connections",
+            s("  max_connections: 0\n"),
+            "server.max_connections",
+            "at least 1",
+        ),
+        (
+            "workers",
+            s("  workers: 0\n"),
+            "server.workers",
+            "between 1 and 256",
+        ),
+        (
+            "telemetry port",
+            s("  listen: 127.0.0.1:8443\n")
+                .replace("issuers:", "telemetry: {listen: 127.0.0.1:8443}\nissuers:"),
+            "telemetry.listen",
+            "must differ from server.listen",
+        ),
+        (
+            "log format",
+            t("telemetry: {log_format: xml}\n"),
+            "telemetry.log_format",
+            "use json or text",
+        ),
+        (
+            "max ttl",
+            t("cache: {max_ttl: 48h}\n"),
+            "cache.max_ttl",
+            "at most 24h",
+        ),
+        (
+            "negative ttl",
+            t("cache: {max_ttl: 1m, negative_ttl: 2m}\n"),
+            "cache.negative_ttl",
+            "must not exceed cache.max_ttl",
+        ),
+        (
+            "entries",
+            t("cache: {max_entries: 20000000}\n"),
+            "cache.max_entries",
+            "at most 10000000",
+        ),
+        (
+            "no issuers",
+            config("", "", " []\n"),
+            "issuers",
+            "at least one issuer",
+        ),
+    ];
+    assert_refused(&cases, validate);
+}
+
+#[test]
+fn each_issuer_rule_names_its_field() {
+    let c = |fields: &str| config("", "", &issuer(fields));
+    let oidc =
+        "    kind: oidc\n    url: https://dex.example.com/dex\n    audiences: [kubernetes]\n";
+    let efa = "    kind: efa\n    keys: {hmac_secret_file: secret}\n    algorithms: [HS256]\n";
+    let cases = [
+        (
+            "name",
+            config(
+                "",
+                "",
+                "\n  - name: Dex!\n    kind: oidc\n    url: https://d.example.com\n    audiences: [k]\n",
+            ),
+            "issuers[0].name",
+            "is not a valid name",
+        ),
+        (
+            "reserved name",
+            config(
+                "",
+                "",
+                "\n  - name: unmatched\n    kind: oidc\n    url: https://d.example.com\n    audiences: [k]\n",
+            ),
+            "issuers[0].name",
+            "is reserved",
+        ),
+        (
+            "kind",
+            c("    kind: ldap\n"),
+            "issuers[0] (x).kind",
+            "is not an issuer kind",
+        ),
+        (
+            "oidc url",
+            c("    kind: oidc\n    audiences: [k]\n"),
+            "issuers[0] (x).url",
+            "an oidc issuer needs url",
+        ),
+        (
+            "https",
+            c("    kind: oidc\n    url: http://dex.example.com\n    audiences: [k]\n"),
+            "issuers[0] (x).url",
+            "must start with https://",
+        ),
+        (
+            "empty url",
+            c("    kind: efa\n    url: \"\"\n    keys: {jwks_url: https://e.example.com/keys}\n"),
+            "issuers[0] (x).url",
+            "must not be empty",
+        ),
+        (
+            "audiences",
+            c("    kind: oidc\n    url: https://dex.example.com/dex\n"),
+            "issuers[0] (x).audiences",
+            "needs at least one audience",
+        ),
+        (
+            "empty audience",
+            c(&oidc
+                .to_string()
+                .replace("[kubernetes]", "[kubernetes, \"\"]")),
+            "issuers[0] (x).audiences",
+            "must not be empty",
+        ),
+        (
+            "keys on oidc",
+            c(&format!("{oidc}    keys: {{hmac_secret_file: s}}\n")),
+            "issuers[0] (x).keys",
+            "keys is for efa issuers",
+        ),
+        (
+            "jwks_url on efa",
+            c(&format!("{efa}    jwks_url: https://e.example.com/keys\n")),
+            "issuers[0] (x).jwks_url",
+            "put the JWKS URL under keys.jwks_url",
+        ),
+        (
+            "efa without keys",
+            c("    kind: efa\n"),
+            "issuers[0] (x).keys",
+            "an efa issuer needs keys",
+        ),
+        (
+            "efa empty keys",
+            c("    kind: efa\n    keys: {public_key_files: []}\n"),
+            "issuers[0] (x).keys",
+            "no key source given",
+        ),
+        (
+            "jwks over http",
+            c(&format!(
+                "{oidc}    jwks_url: http://dex.example.com/keys\n"
+            )),
+            "issuers[0] (x).jwks_url",
+            "must start with https://",
+        ),
+        (
+            "no algorithms",
+            c(&format!("{oidc}    algorithms: []\n")),
+            "issuers[0] (x).algorithms",
+            "at least one algorithm",
+        ),
+        (
+            "alg none",
+            c(&format!("{oidc}    algorithms: [none]\n")),
+            "issuers[0] (x).algorithms",
+            "none is never accepted",
+        ),
+        (
+            "unknown alg",
+            c(&format!("{oidc}    algorithms: [rs256]\n")),
+            "issuers[0] (x).algorithms",
+            "is not a JWS algorithm",
+        ),
+        (
+            "hmac for oidc",
+            c(&format!("{oidc}    algorithms: [HS256]\n")),
+            "issuers[0] (x).algorithms",
+            "refused for oidc issuers",
+        ),
+        (
+            "hmac without secret",
+            c("    kind: efa\n    keys: {public_key_files: [k.pem]}\n    algorithms: [HS256]\n"),
+            "issuers[0] (x).algorithms",
+            "needs keys.hmac_secret_file",
+        ),
+        (
+            "rsa without public key",
+            c("    kind: efa\n    keys: {hmac_secret_file: s}\n    algorithms: [RS256]\n"),
+            "issuers[0] (x).algorithms",
+            "needs a public key",
+        ),
+        (
+            "skew",
+            c(&format!("{oidc}    clock_skew: 11m\n")),
+            "issuers[0] (x).clock_skew",
+            "at most 10m",
+        ),
+        (
+            "fetch timeout",
+            c(&format!("{oidc}    jwks_fetch_timeout: 20s\n")),
+            "issuers[0] (x).jwks_fetch_timeout",
+            "between 1s and 15s",
+        ),
+        (
+            "refetch",
+            c(&format!("{oidc}    jwks_min_refetch_interval: 50ms\n")),
+            "issuers[0] (x).jwks_min_refetch_interval",
+            "between 100ms and 5m",
+        ),
+        (
+            "claim and claims",
+            c(&format!(
+                "{oidc}    claims: {{username: {{claim: email, claims: [name]}}}}\n"
+            )),
+            "issuers[0] (x).claims.username",
+            "set claim or claims, not both",
+        ),
+        (
+            "no claim",
+            c(&format!("{oidc}    claims: {{groups: {{claims: []}}}}\n")),
+            "issuers[0] (x).claims.groups",
+            "names no claim",
+        ),
+        (
+            "claim path",
+            c(&format!(
+                "{oidc}    claims: {{username: {{claim: a..b}}}}\n"
+            )),
+            "issuers[0] (x).claims.username",
+            "is not a claim path",
+        ),
+        (
+            "system prefix",
+            c(&format!(
+                "{oidc}    claims: {{username: {{claim: email, prefix: \"system:\"}}}}\n"
+            )),
+            "issuers[0] (x).claims.username.prefix",
+            "could produce a name starting with system:",
+        ),
+        (
+            "group prefix",
+            c(&format!(
+                "{oidc}    claims: {{groups: {{claim: groups, prefix: sys}}}}\n"
+            )),
+            "issuers[0] (x).claims.groups.prefix",
+            "could produce a name starting with system:",
+        ),
+        (
+            "uid prefix",
+            c(&format!(
+                "{oidc}    claims: {{uid: {{claim: sub, prefix: u-}}}}\n"
+            )),
+            "issuers[0] (x).claims.uid.prefix",
+            "uid takes no prefix",
+        ),
+        (
+            "extra key",
+            c(&format!(
+                "{oidc}    claims: {{extra: {{Tenant: tenant}}}}\n"
+            )),
+            "issuers[0] (x).claims.extra.Tenant",
+            "extra keys must be lower-case",
+        ),
+        (
+            "extra path",
+            c(&format!(
+                "{oidc}    claims: {{extra: {{example.com/t: \"a.\"}}}}\n"
+            )),
+            "issuers[0] (x).claims.extra.example.com/t",
+            "is not a claim path",
+        ),
+        (
+            "same name",
+            config(
+                "",
+                "",
+                &format!(
+                    "{DEX}{}",
+                    DEX.replace("dex.example.com", "other.example.com")
+                ),
+            ),
+            "issuers[1] (dex)",
+            "another issuer has this name",
+        ),
+        (
+            "same iss",
+            config(
+                "",
+                "",
+                &format!("{DEX}{}", DEX.replace("name: dex", "name: dex2")),
+            ),
+            "issuers[1] (dex2)",
+            "two issuers match tokens with iss",
+        ),
+        (
+            "two efa without url",
+            config("", "", &format!("\n  - name: a\n{efa}\n  - name: b\n{efa}")),
+            "issuers[1] (b)",
+            "two efa issuers have no url",
+        ),
+    ];
+    assert_refused(&cases, validate);
+}
+
+#[test]
+fn unknown_fields_and_unparsable_text_are_refused_at_the_file() {
+    for (text, says) in [
+        (
+            config("  colour: blue\n", "", DEX),
+            "unknown field `colour`",
+        ),
+        ("server: [".to_owned(), "not a valid config"),
+    ] {
+        let err = validate(&text);
+        assert_eq!(err.file, Path::new("/etc/kube-authn-webhook/config.yaml"));
+        let found = problems(&err);
+        assert!(
+            found.iter().any(|(f, m)| f.is_empty() && m.contains(says)),
+            "{found:?}"
+        );
+    }
+}
+
+#[test]
+fn validation_lists_every_problem_in_one_go() {
+    let text = config(
+        "  workers: 0\n",
+        "cache: {max_ttl: 48h}\n",
+        "\n  - name: dex\n    kind: oidc\n    url: https://dex.example.com/dex\n    algorithms: [RS256, HS256]\n",
+    );
+    let fields: Vec<String> = problems(&validate(&text))
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
+    for want in [
+        "server.workers",
+        "cache.max_ttl",
+        "issuers[0] (dex).audiences",
+        "issuers[0] (dex).algorithms",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == want),
+            "{want} missing from {fields:?}"
+        );
+    }
+}
+
+/// Files the config names are read by `Prepared::load`: the problems carry
+/// the same field paths, and come in the same list as validation's.
+#[test]
+fn unreadable_or_unusable_files_name_the_field_that_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = kube_authn_webhook::pki::Ca::new("t", 1).unwrap();
+    let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    let other = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+    write(dir.path(), "tls.crt", &tls.cert_pem);
+    write(dir.path(), "tls.key", &tls.key_pem);
+    write(dir.path(), "other.key", &other.key_pem);
+    write(dir.path(), "not-pem", "hello");
+    write(dir.path(), "short-secret", "too short\n");
+    let path = dir.path().join("config.yaml");
+    let prepare = |text: &str| Prepared::from_yaml(text, &path).expect_err("refused");
+    let efa = |keys: &str| {
+        config(
+            "",
+            "",
+            &format!("\n  - name: efa\n    kind: efa\n    keys: {keys}\n"),
+        )
+    };
+    let cases = [
+        (
+            "key of another cert",
+            config("", "", DEX).replace("key_file: tls.key", "key_file: other.key"),
+            "server.tls",
+            "does not fit the certificate",
+        ),
+        (
+            "missing cert",
+            config("", "", DEX).replace("cert_file: tls.crt", "cert_file: gone.crt"),
+            "server.tls",
+            "cannot read",
+        ),
+        (
+            "client ca",
+            config("", "", DEX).replace(
+                "key_file: tls.key}",
+                "key_file: tls.key, client_ca_file: not-pem}",
+            ),
+            "server.tls.client_ca_file",
+            "holds no PEM CERTIFICATE",
+        ),
+        (
+            "issuer ca",
+            config(
+                "",
+                "",
+                &format!("{DEX}    certificate_authority_file: gone.crt\n"),
+            ),
+            "issuers[0] (dex).certificate_authority_file",
+            "cannot read",
+        ),
+        (
+            "issuer ca not pem",
+            config(
+                "",
+                "",
+                &format!("{DEX}    certificate_authority_file: not-pem\n"),
+            ),
+            "issuers[0] (dex).certificate_authority_file",
+            "holds no PEM CERTIFICATE",
+        ),
+        (
+            "public key missing",
+            efa("{public_key_files: [gone.pem]}"),
+            "issuers[0] (efa).keys.public_key_files[0]",
+            "gone.pem",
+        ),
+        (
+            "public key not pem",
+            efa("{public_key_files: [not-pem]}"),
+            "issuers[0] (efa).keys.public_key_files[0]",
+            "not-pem",
+        ),
+        (
+            "short secret",
+            efa("{hmac_secret_file: short-secret}"),
+            "issuers[0] (efa).keys.hmac_secret_file",
+            "HS256 needs at least 32",
+        ),
+    ];
+    assert_refused(&cases, prepare);
+
+    // Validation's problems and the files' problems in one list.
+    let both = prepare(&config(
+        "  workers: 0\n",
+        "",
+        "\n  - name: efa\n    kind: efa\n    keys: {public_key_files: [gone.pem]}\n",
+    ));
+    let fields: Vec<String> = problems(&both).into_iter().map(|(f, _)| f).collect();
+    assert!(fields.contains(&"server.workers".to_owned()), "{fields:?}");
+    assert!(
+        fields.contains(&"issuers[0] (efa).keys.public_key_files[0]".to_owned()),
+        "{fields:?}"
+    );
+}
