@@ -13,19 +13,14 @@ Subcommands:
   configmap-key FILE KEY OUT     extract one data key of a ConfigMap
   apiserver RENDER sidecar|flags-only   the rendered kube-apiserver pod is wired
   kubeconfig-templates GEN DIR   the webhook templates match `kubeconfig` output
-  jwks KEY                       a JWKS (RS256) for an RSA private key (PEM)
-  mint KEY CLAIMS_JSON           a JWT (RS256, kid of `jwks`) signed by KEY
-  serve-jwks CERT KEY JWKS PORTFILE   HTTPS on 127.0.0.1, GET /keys
+
+No issuer and no token minting here: the live check runs the webhook's own
+`demo`, and the webhook's answers are tested in crates/webhook/tests/it.
 """
 
-import base64
-import hashlib
-import http.server
 import json
 import os
 import re
-import ssl
-import subprocess
 import sys
 import time
 import urllib.parse
@@ -419,67 +414,6 @@ def cmd_kubeconfig_templates(args):
     print(f"ok: {checked} kubeconfig templates (webhook ones match the generated kubeconfig)")
 
 
-# --- a tiny RS256 issuer for the live check -----------------------------------------
-
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def rsa_modulus(key):
-    out = subprocess.run(["openssl", "rsa", "-in", key, "-noout", "-modulus"],
-                         check=True, capture_output=True, text=True).stdout
-    return bytes.fromhex(out.strip().split("=", 1)[1])
-
-
-def kid_of(key):
-    return hashlib.sha256(rsa_modulus(key)).hexdigest()[:40]
-
-
-def cmd_jwks(args):
-    (key,) = args
-    jwk = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid_of(key),
-           "n": b64url(rsa_modulus(key)), "e": "AQAB"}
-    print(json.dumps({"keys": [jwk]}))
-
-
-def cmd_mint(args):
-    key, claims = args
-    header = {"alg": "RS256", "typ": "JWT", "kid": kid_of(key)}
-    signing_input = (b64url(json.dumps(header).encode()) + "." + b64url(claims.encode())).encode()
-    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input,
-                         check=True, capture_output=True).stdout
-    print(signing_input.decode() + "." + b64url(sig))
-
-
-def cmd_serve_jwks(args):
-    cert, key, jwks, port_file = args
-    body = open(jwks, "rb").read()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path != "/keys":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Cache-Control", "max-age=60")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    with open(port_file + ".tmp", "w") as f:
-        f.write(str(server.server_address[1]))
-    os.rename(port_file + ".tmp", port_file)
-    server.serve_forever()
-
-
 COMMANDS = {
     "rules-sync": cmd_rules_sync,
     "kustomize-coverage": cmd_kustomize_coverage,
@@ -490,9 +424,6 @@ COMMANDS = {
     "configmap-key": cmd_configmap_key,
     "apiserver": cmd_apiserver,
     "kubeconfig-templates": cmd_kubeconfig_templates,
-    "jwks": cmd_jwks,
-    "mint": cmd_mint,
-    "serve-jwks": cmd_serve_jwks,
 }
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 //! Extreme EFA / XCO tokens: static keys (PEM public key, X.509 certificate,
 //! HS256 secret), no discovery, optional iss.
 
+use std::time::Duration;
+
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kube_authn_common::clock::unix_now;
 use kube_authn_testkit::DevKey;
+use kube_authn_testkit::issuer::TestIssuer;
 use kube_authn_testkit::tokens::efa_certificate_pem;
 use serde_json::{Value, json};
 
@@ -159,5 +162,86 @@ async fn efa_single_role_claim_and_sub_fallback() {
     assert_eq!(
         answer["status"]["user"]["groups"],
         json!(["efa:SystemAdmin"])
+    );
+}
+
+/// An efa issuer whose keys are at a JWKS URL (the test issuer's, no
+/// discovery), called as the shipped configs are called: over mTLS, by the
+/// one client name they list (the one `certs` issues).
+async fn jwks_url_harness() -> (Harness, TestIssuer) {
+    let ca = new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let yaml = format!(
+        r#"
+  - name: efa-lab
+    kind: efa
+    certificate_authority_file: ca.crt
+    jwks_min_refetch_interval: 100ms
+    keys: {{jwks_url: {url}/keys}}
+    claims:
+      username: {{claims: [username, sub], prefix: "efa:"}}
+      groups: {{claims: [roles], prefix: "efa:"}}
+"#,
+        url = issuer.url()
+    );
+    let h = Harness::start(
+        ca,
+        &yaml,
+        Options {
+            mtls: true,
+            client_name: "kube-apiserver-authn-client",
+            tls_extra: ", allowed_client_names: [kube-apiserver-authn-client]",
+            ..Options::default()
+        },
+    )
+    .await;
+    assert!(
+        h.running.wait_ready(Duration::from_secs(10)).await,
+        "keys fetched from the JWKS URL"
+    );
+    (h, issuer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_token_verifies_against_a_jwks_url() {
+    let (h, issuer) = jwks_url_harness().await;
+    assert_netadmin(&h.review(&issuer.mint(&efa_claims())).await);
+    assert_eq!(
+        issuer.discovery_fetches(),
+        0,
+        "keys.jwks_url is fetched as is, no discovery"
+    );
+    let now = unix_now();
+    let expired = issuer.mint(&json!({
+        "username": "netadmin", "roles": ["FabricAdmin"], "iat": now - 7200, "exp": now - 3600
+    }));
+    assert_rejected(&h.review(&expired).await);
+    assert_eq!(
+        h.reviews(&[("issuer", "efa-lab"), ("reason", "expired")])
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn efa_jwks_url_gone_means_a_new_key_cannot_be_checked() {
+    let (h, issuer) = jwks_url_harness().await;
+    issuer.stop().await;
+    // A key the webhook has not seen makes it refetch, which fails: "could
+    // not check" (status.error, so the apiserver does not cache a "no").
+    let unseen = DevKey::generate(Algorithm::RS256).unwrap();
+    let answer = h.review(&unseen.sign(&efa_claims())).await;
+    assert_unchecked(&answer);
+    assert!(
+        answer["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("efa-lab"),
+        "the error names the issuer: {answer}"
+    );
+    assert_eq!(
+        h.reviews(&[("issuer", "efa-lab"), ("reason", "keys_unavailable")])
+            .await,
+        1.0
     );
 }
