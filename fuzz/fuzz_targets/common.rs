@@ -3,15 +3,11 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use kube_authn_webhook::review::cache::TokenCache;
 use kube_authn_common::clock::Clock;
 use kube_authn_webhook::prepare::Prepared;
-use kube_authn_webhook::metrics::Metrics;
 use kube_authn_webhook::review::Reviewer;
-use kube_authn_webhook::verify::Verifier;
 
 /// The HS256 secret the seed corpus tokens are signed with.
 pub const SECRET: &str = "fuzzing-secret-0123456789abcdef0123456789";
@@ -41,16 +37,9 @@ pub fn fixture() -> &'static Fixture {
             .enable_all()
             .build()
             .expect("runtime");
-        let metrics = Arc::new(Metrics::new());
-        let clock = Clock::manual(1_900_000_000);
-        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime.handle()).expect("verifier");
-        let reviewer = Reviewer {
-            verifier,
-            cache: TokenCache::new(&config.cache),
-            metrics,
-            clock,
-            request_timeout: Duration::from_secs(5),
-        };
+        // A fixed clock far ahead of the seeds' iat: no token is too new.
+        let reviewer = Reviewer::from_config(&config, Clock::manual(1_900_000_000), runtime.handle())
+            .expect("reviewer");
         Fixture { runtime, reviewer, dir, _tmp: tmp }
     })
 }

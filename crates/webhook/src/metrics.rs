@@ -9,18 +9,18 @@ use prometheus::{
 
 pub struct Metrics {
     registry: Registry,
-    pub tokenreviews: IntCounterVec,
-    pub duration: HistogramVec,
+    pub(crate) tokenreviews: IntCounterVec,
+    pub(crate) duration: HistogramVec,
     pub cache_lookups: IntCounterVec,
-    pub cache_entries: IntGauge,
-    pub jwks_fetches: IntCounterVec,
-    pub jwks_keys: IntGaugeVec,
-    pub jwks_last_success: GaugeVec,
-    pub bad_requests: IntCounterVec,
-    pub tls_reloads: IntCounterVec,
-    pub build_info: IntGaugeVec,
-    pub start_time: Gauge,
-    pub tls_cert_expiry: Gauge,
+    pub(crate) cache_entries: IntGauge,
+    pub(crate) jwks_fetches: IntCounterVec,
+    pub(crate) jwks_keys: IntGaugeVec,
+    pub(crate) jwks_last_success: GaugeVec,
+    pub(crate) bad_requests: IntCounterVec,
+    pub(crate) tls_reloads: IntCounterVec,
+    pub(crate) build_info: IntGaugeVec,
+    pub(crate) start_time: Gauge,
+    pub(crate) tls_cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -28,7 +28,7 @@ impl Metrics {
     // refuses one only if it is malformed or registered twice, which the
     // first test to start a server would show. No input reaches this.
     #[allow(clippy::expect_used)]
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
             tokenreviews: IntCounterVec::new(
@@ -163,13 +163,13 @@ impl Metrics {
 
     /// Declares an issuer's series up front, so dashboards show zeroes rather
     /// than gaps before its first review.
-    pub fn register_issuer(&self, issuer: &str) {
+    pub(crate) fn register_issuer(&self, issuer: &str) {
         self.jwks_keys.with_label_values(&[issuer]).set(0);
         self.tokenreviews
             .with_label_values(&[issuer, "authenticated", "ok"]);
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(16 * 1024);
         // Writing to a Vec cannot fail.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

@@ -20,7 +20,7 @@ pub struct Ca {
     pub cert_pem: String,
     /// The CA's private key (PKCS#8 PEM): needed to issue more certificates
     /// later; keep it as secret as the certificates it signs.
-    pub key_pem: String,
+    pub(crate) key_pem: String,
 }
 
 fn validity(params: &mut CertificateParams, days: u32) {
@@ -55,7 +55,7 @@ impl Ca {
     /// A CA from its PEM certificate and key (as `certs` wrote them), to
     /// issue more certificates under the same trust anchor. Returns the CA
     /// and its notAfter (Unix time).
-    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<(Ca, i64), String> {
+    pub(crate) fn from_pem(cert_pem: &str, key_pem: &str) -> Result<(Ca, i64), String> {
         let key =
             KeyPair::from_pem(key_pem).map_err(|e| format!("not a usable private key: {e}"))?;
         let der = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())

@@ -4,7 +4,7 @@
 //! through `Prepared::load`, so check-config finds what serve would trip on,
 //! and every problem of both stages comes in one list.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
@@ -15,8 +15,7 @@ use crate::keys::{self, VerifyKey};
 /// A config whose files were read and whose keys were parsed.
 #[derive(Debug)]
 pub struct Prepared {
-    pub path: PathBuf,
-    pub server: config::Server,
+    pub(crate) server: config::Server,
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
@@ -26,10 +25,10 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Issuer {
     pub spec: config::Issuer,
-    pub algorithms: Vec<Algorithm>,
-    pub static_keys: Vec<VerifyKey>,
+    pub(crate) algorithms: Vec<Algorithm>,
+    pub(crate) static_keys: Vec<VerifyKey>,
     /// `spec.certificate_authority_file`'s contents.
-    pub ca_pem: Option<Vec<u8>>,
+    pub(crate) ca_pem: Option<Vec<u8>>,
 }
 
 impl Prepared {
@@ -75,7 +74,6 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         .filter_map(|spec| issuer(spec, problems))
         .collect();
     Prepared {
-        path: config.path,
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,

@@ -11,12 +11,12 @@ use kube_authn_common::fs::{Existing, write_atomic};
 use crate::pki::Ca;
 
 /// Common name of the client certificate `certs` issues to the kube-apiserver.
-pub const APISERVER_CLIENT_CN: &str = "kube-apiserver-authn-client";
+pub(crate) const APISERVER_CLIENT_CN: &str = "kube-apiserver-authn-client";
 /// Longest validity `certs` issues: twenty years.
-pub const MAX_DAYS: u32 = 7300;
+pub(crate) const MAX_DAYS: u32 = 7300;
 
 /// The files `certs` writes, in the order it writes them: (name, is a private key).
-pub const BUNDLE_FILES: [(&str, bool); 6] = [
+pub(crate) const BUNDLE_FILES: [(&str, bool); 6] = [
     ("ca.crt", false),
     ("ca.key", true),
     ("tls.crt", false),
@@ -69,11 +69,11 @@ pub enum CertsError {
 /// What `certs` wrote, for the summary it prints.
 #[derive(Debug)]
 pub struct Bundle {
-    pub files: Vec<PathBuf>,
-    pub server_sans: Vec<String>,
-    pub days: u32,
+    pub(crate) files: Vec<PathBuf>,
+    pub(crate) server_sans: Vec<String>,
+    pub(crate) days: u32,
     /// The CA was kept (`--renew`), not made.
-    pub renewed: bool,
+    pub(crate) renewed: bool,
 }
 
 impl fmt::Display for Bundle {
@@ -101,7 +101,7 @@ impl fmt::Display for Bundle {
 
 /// Checks one `--server-san` entry: an IP address or a DNS name (a leading
 /// `*.` wildcard allowed), returned in the form that goes into the certificate.
-pub fn parse_san(raw: &str) -> Result<String, String> {
+pub(crate) fn parse_san(raw: &str) -> Result<String, String> {
     let s = raw.trim();
     if s.is_empty() {
         return Err("an empty entry (two commas, or a trailing comma?)".to_owned());

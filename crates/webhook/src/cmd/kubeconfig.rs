@@ -25,13 +25,13 @@ use kube_authn_common::kubeconfig::SingleKubeconfig;
 use crate::http::REVIEW_PATHS;
 
 /// Names inside the generated kubeconfig.
-pub const CLUSTER_NAME: &str = "kube-authn-webhook";
-pub const USER_NAME: &str = "kube-apiserver";
-pub const CONTEXT_NAME: &str = "kube-authn-webhook";
+pub(crate) const CLUSTER_NAME: &str = "kube-authn-webhook";
+pub(crate) const USER_NAME: &str = "kube-apiserver";
+pub(crate) const CONTEXT_NAME: &str = "kube-authn-webhook";
 /// The namespace and key OpenShift reads the webhook kubeconfig from.
-pub const OPENSHIFT_NAMESPACE: &str = "openshift-config";
-pub const OPENSHIFT_SECRET_KEY: &str = "kubeConfig";
-pub const DEFAULT_SECRET_NAME: &str = "kube-authn-webhook-kubeconfig";
+pub(crate) const OPENSHIFT_NAMESPACE: &str = "openshift-config";
+pub(crate) const OPENSHIFT_SECRET_KEY: &str = "kubeConfig";
+pub(crate) const DEFAULT_SECRET_NAME: &str = "kube-authn-webhook-kubeconfig";
 
 /// Certificates closer than this to expiry draw a warning.
 const EXPIRY_WARNING_SECONDS: i64 = 30 * 86_400;

@@ -19,13 +19,13 @@ enum Step {
 
 impl FieldPath {
     /// The file itself (problems such as "not valid YAML").
-    pub fn root() -> FieldPath {
+    pub(crate) fn root() -> FieldPath {
         FieldPath::default()
     }
 
     /// A path of plain field names as written in the YAML, for the fixed
     /// parts of the file: `at("server.tls.cert_file")`.
-    pub fn at(dotted: &str) -> FieldPath {
+    pub(crate) fn at(dotted: &str) -> FieldPath {
         FieldPath(
             dotted
                 .split('.')
@@ -34,20 +34,20 @@ impl FieldPath {
         )
     }
 
-    pub fn field(&self, name: &str) -> FieldPath {
+    pub(crate) fn field(&self, name: &str) -> FieldPath {
         self.with(Step::Field(name.to_owned()))
     }
 
-    pub fn index(&self, i: usize) -> FieldPath {
+    pub(crate) fn index(&self, i: usize) -> FieldPath {
         self.with(Step::Index(i))
     }
 
-    pub fn named(&self, name: &str) -> FieldPath {
+    pub(crate) fn named(&self, name: &str) -> FieldPath {
         self.with(Step::Named(name.to_owned()))
     }
 
     /// True when `self` is `prefix` or lies below it.
-    pub fn starts_with(&self, prefix: &FieldPath) -> bool {
+    pub(crate) fn starts_with(&self, prefix: &FieldPath) -> bool {
         self.0.starts_with(&prefix.0)
     }
 

@@ -20,49 +20,48 @@ use kube_authn_common::fs::read_bounded;
 use crate::verify::claims::{ClaimMapping, ClaimPath};
 
 /// Issuer name used in metrics and logs for tokens no issuer claims.
-pub const UNMATCHED_ISSUER: &str = "unmatched";
+pub(crate) const UNMATCHED_ISSUER: &str = "unmatched";
 
 #[derive(Debug)]
 pub struct Config {
-    pub path: PathBuf,
-    pub server: Server,
-    pub telemetry: Telemetry,
-    pub cache: Cache,
-    pub issuers: Vec<Issuer>,
+    pub(crate) server: Server,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) cache: Cache,
+    pub(crate) issuers: Vec<Issuer>,
 }
 
 #[derive(Debug, Clone)]
-pub struct Server {
-    pub listen: SocketAddr,
-    pub tls: TlsFiles,
-    pub max_body_bytes: usize,
+pub(crate) struct Server {
+    pub(crate) listen: SocketAddr,
+    pub(crate) tls: TlsFiles,
+    pub(crate) max_body_bytes: usize,
     /// Deadline for one review, including any key refetch it waits on. Below
     /// the kube-apiserver's own 30 s so it gets an answer rather than a timeout.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// A client must send its whole request (headers, then body) within this;
     /// slow senders are cut off.
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// On SIGTERM, how long in-flight reviews get to finish.
-    pub shutdown_grace: Duration,
-    pub max_connections: usize,
-    pub workers: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) workers: usize,
 }
 
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
+pub(crate) struct TlsFiles {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) client_ca_file: Option<PathBuf>,
     /// When non-empty, a client certificate must name one of these (subject
     /// CN or a DNS SAN); others get 403.
-    pub allowed_client_names: Vec<String>,
+    pub(crate) allowed_client_names: Vec<String>,
     /// How often the files are checked for a new certificate or CA.
-    pub reload_interval: Duration,
+    pub(crate) reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct Telemetry {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     pub log_format: LogFormat,
 }
 
@@ -75,18 +74,18 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Cache {
     pub max_entries: u64,
-    pub max_ttl: Duration,
-    pub negative_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    pub(crate) negative_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssuerKind {
+pub(crate) enum IssuerKind {
     Oidc,
     Efa,
 }
 
 impl IssuerKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IssuerKind::Oidc => "oidc",
             IssuerKind::Efa => "efa",
@@ -96,45 +95,45 @@ impl IssuerKind {
 
 #[derive(Debug)]
 pub struct Issuer {
-    pub name: String,
-    pub kind: IssuerKind,
+    pub(crate) name: String,
+    pub(crate) kind: IssuerKind,
     /// The token `iss` this issuer answers for; `None` only for an efa issuer
     /// that takes tokens without `iss`.
     pub url: Option<String>,
     /// Empty means the token's `aud` is not checked (efa only).
-    pub audiences: Vec<String>,
-    pub trust_implicit_audience: bool,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) trust_implicit_audience: bool,
     /// `None`: what the keys support (an efa issuer without `algorithms`),
     /// decided when `prepare` reads them.
-    pub algorithms: Option<Vec<Algorithm>>,
-    pub clock_skew: Duration,
-    pub claims: ClaimMapping,
-    pub keys: KeyFiles,
+    pub(crate) algorithms: Option<Vec<Algorithm>>,
+    pub(crate) clock_skew: Duration,
+    pub(crate) claims: ClaimMapping,
+    pub(crate) keys: KeyFiles,
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
-    pub certificate_authority_file: Option<PathBuf>,
-    pub remote: Option<RemoteKeys>,
+    pub(crate) certificate_authority_file: Option<PathBuf>,
+    pub(crate) remote: Option<RemoteKeys>,
     /// Where the issuer is in the file, for problems found when its files
     /// are read.
-    pub field: FieldPath,
+    pub(crate) field: FieldPath,
 }
 
 /// An efa issuer's static keys, as files (absolute paths).
 #[derive(Debug, Default, Clone)]
-pub struct KeyFiles {
-    pub public_key_files: Vec<PathBuf>,
-    pub hmac_secret_file: Option<PathBuf>,
+pub(crate) struct KeyFiles {
+    pub(crate) public_key_files: Vec<PathBuf>,
+    pub(crate) hmac_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
-pub struct RemoteKeys {
-    pub source: RemoteSource,
-    pub fetch_timeout: Duration,
-    pub min_refetch_interval: Duration,
-    pub max_response_bytes: usize,
+pub(crate) struct RemoteKeys {
+    pub(crate) source: RemoteSource,
+    pub(crate) fetch_timeout: Duration,
+    pub(crate) min_refetch_interval: Duration,
+    pub(crate) max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RemoteSource {
+pub(crate) enum RemoteSource {
     /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
     Discovery {
         issuer: String,
@@ -161,15 +160,9 @@ const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 impl Config {
-    /// Reads and validates a config file; relative paths in it are taken from
-    /// the file's own directory (as kubeconfig does). The files it names are
-    /// not read: see `prepare::Prepared::load`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = read_text(path)?;
-        Self::from_yaml(&text, path)
-    }
-
-    /// Parses and validates config text as if it had been read from `path`.
+    /// Parses and validates config text as if it had been read from `path`
+    /// (relative paths are taken from its directory, as kubeconfig does).
+    /// The files it names are not read: `prepare::Prepared::load` does that.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let (config, problems) = validate(text, path)?;
         if problems.is_empty() {
@@ -215,7 +208,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<(Config, Problems), Co
         base,
         problems: Problems::default(),
     };
-    let config = v.config(raw, path);
+    let config = v.config(raw);
     Ok((config, v.problems))
 }
 
@@ -266,7 +259,7 @@ impl Validator {
         }
     }
 
-    fn config(&mut self, raw: raw::Config, path: &Path) -> Config {
+    fn config(&mut self, raw: raw::Config) -> Config {
         let server = self.server(raw.server);
         let telemetry = self.telemetry(raw.telemetry);
         let cache = self.cache(raw.cache);
@@ -287,7 +280,6 @@ impl Validator {
             .filter_map(|(i, r)| self.issuer(i, r))
             .collect();
         Config {
-            path: path.to_owned(),
             server,
             telemetry,
             cache,
@@ -820,11 +812,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// True when prepending `prefix` to some claim value could yield `system:...`.
-pub fn could_make_system_name(prefix: &str) -> bool {
+pub(crate) fn could_make_system_name(prefix: &str) -> bool {
     !prefix.is_empty() && (prefix.starts_with("system:") || "system:".starts_with(prefix))
 }
 
-pub fn is_hmac(alg: Algorithm) -> bool {
+pub(crate) fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 

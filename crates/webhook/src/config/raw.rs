@@ -8,93 +8,93 @@ use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
-    pub server: Server,
+pub(crate) struct Config {
+    pub(crate) server: Server,
     #[serde(default)]
-    pub telemetry: Telemetry,
+    pub(crate) telemetry: Telemetry,
     #[serde(default)]
-    pub cache: Cache,
+    pub(crate) cache: Cache,
     #[serde(default)]
-    pub issuers: Vec<Issuer>,
+    pub(crate) issuers: Vec<Issuer>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Server {
-    pub listen: Option<String>,
-    pub tls: Tls,
-    pub max_body_bytes: Option<u64>,
-    pub request_timeout: Option<String>,
-    pub read_timeout: Option<String>,
-    pub shutdown_grace: Option<String>,
-    pub max_connections: Option<usize>,
-    pub workers: Option<usize>,
+pub(crate) struct Server {
+    pub(crate) listen: Option<String>,
+    pub(crate) tls: Tls,
+    pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) request_timeout: Option<String>,
+    pub(crate) read_timeout: Option<String>,
+    pub(crate) shutdown_grace: Option<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Tls {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub client_ca_file: Option<PathBuf>,
-    pub allowed_client_names: Option<Vec<String>>,
-    pub reload_interval: Option<String>,
+pub(crate) struct Tls {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) client_ca_file: Option<PathBuf>,
+    pub(crate) allowed_client_names: Option<Vec<String>>,
+    pub(crate) reload_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Telemetry {
-    pub listen: Option<String>,
-    pub log_format: Option<String>,
+pub(crate) struct Telemetry {
+    pub(crate) listen: Option<String>,
+    pub(crate) log_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Cache {
-    pub max_entries: Option<u64>,
-    pub max_ttl: Option<String>,
-    pub negative_ttl: Option<String>,
+pub(crate) struct Cache {
+    pub(crate) max_entries: Option<u64>,
+    pub(crate) max_ttl: Option<String>,
+    pub(crate) negative_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Issuer {
-    pub name: String,
-    pub kind: String,
-    pub url: Option<String>,
-    pub certificate_authority_file: Option<PathBuf>,
-    pub jwks_url: Option<String>,
-    pub audiences: Option<Vec<String>>,
-    pub trust_implicit_audience: Option<bool>,
-    pub algorithms: Option<Vec<String>>,
-    pub clock_skew: Option<String>,
-    pub jwks_fetch_timeout: Option<String>,
-    pub jwks_min_refetch_interval: Option<String>,
-    pub keys: Option<Keys>,
-    pub claims: Option<Claims>,
+pub(crate) struct Issuer {
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) url: Option<String>,
+    pub(crate) certificate_authority_file: Option<PathBuf>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) trust_implicit_audience: Option<bool>,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) clock_skew: Option<String>,
+    pub(crate) jwks_fetch_timeout: Option<String>,
+    pub(crate) jwks_min_refetch_interval: Option<String>,
+    pub(crate) keys: Option<Keys>,
+    pub(crate) claims: Option<Claims>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Keys {
-    pub public_key_files: Option<Vec<PathBuf>>,
-    pub jwks_url: Option<String>,
-    pub hmac_secret_file: Option<PathBuf>,
+pub(crate) struct Keys {
+    pub(crate) public_key_files: Option<Vec<PathBuf>>,
+    pub(crate) jwks_url: Option<String>,
+    pub(crate) hmac_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Claims {
-    pub username: Option<ClaimRef>,
-    pub groups: Option<ClaimRef>,
-    pub uid: Option<ClaimRef>,
-    pub extra: Option<BTreeMap<String, String>>,
+pub(crate) struct Claims {
+    pub(crate) username: Option<ClaimRef>,
+    pub(crate) groups: Option<ClaimRef>,
+    pub(crate) uid: Option<ClaimRef>,
+    pub(crate) extra: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClaimRef {
-    pub claim: Option<String>,
-    pub claims: Option<Vec<String>>,
-    pub prefix: Option<String>,
+pub(crate) struct ClaimRef {
+    pub(crate) claim: Option<String>,
+    pub(crate) claims: Option<Vec<String>>,
+    pub(crate) prefix: Option<String>,
 }

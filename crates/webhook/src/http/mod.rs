@@ -18,30 +18,29 @@ use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::review::{ApiError, Reviewer};
-use crate::tls::{self, TlsReloader};
+use crate::tls;
 use kube_authn_common::clock::Clock;
 
 /// The TokenReview paths: the kube-apiserver posts to whatever its kubeconfig
 /// names, so the API-style paths work too. The body decides the version.
-pub const REVIEW_PATHS: [&str; 3] = [
+pub(crate) const REVIEW_PATHS: [&str; 3] = [
     "/authenticate",
     "/apis/authentication.k8s.io/v1/tokenreviews",
     "/apis/authentication.k8s.io/v1beta1/tokenreviews",
 ];
 
-pub struct AppState {
-    pub reviewer: Reviewer,
-    pub max_body_bytes: usize,
+pub(crate) struct AppState {
+    pub(crate) reviewer: Reviewer,
+    pub(crate) max_body_bytes: usize,
     /// Set on shutdown: /readyz turns red so load balancers stop sending.
-    pub draining: AtomicBool,
-    pub tls: Arc<TlsReloader>,
+    pub(crate) draining: AtomicBool,
     /// Client certificate names allowed to ask (empty: any the CA signed).
-    pub allowed_client_names: Vec<String>,
-    pub read_timeout: Duration,
+    pub(crate) allowed_client_names: Vec<String>,
+    pub(crate) read_timeout: Duration,
 }
 
 impl AppState {
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.reviewer.metrics
     }
 }
@@ -62,7 +61,7 @@ pub enum StartError {
 pub struct Running {
     pub addr: SocketAddr,
     pub telemetry_addr: SocketAddr,
-    pub state: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
     server: ServerHandle,
     telemetry: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -85,7 +84,6 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
         reviewer,
         max_body_bytes: config.server.max_body_bytes,
         draining: AtomicBool::new(false),
-        tls: server_tls.reloader.clone(),
         allowed_client_names: config.server.tls.allowed_client_names.clone(),
         read_timeout: config.server.read_timeout,
     });
@@ -180,7 +178,7 @@ fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartErro
 
 impl Running {
     /// True once every issuer has usable keys.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         readiness(&self.state).ready
     }
 
@@ -363,26 +361,26 @@ async fn healthz() -> HttpResponse {
 }
 
 #[derive(Serialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub draining: bool,
-    pub issuers: Vec<IssuerState>,
+pub(crate) struct Readiness {
+    pub(crate) ready: bool,
+    pub(crate) draining: bool,
+    pub(crate) issuers: Vec<IssuerState>,
 }
 
 #[derive(Serialize)]
-pub struct IssuerState {
-    pub name: String,
-    pub kind: &'static str,
-    pub ready: bool,
-    pub keys: usize,
+pub(crate) struct IssuerState {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) ready: bool,
+    pub(crate) keys: usize,
     /// Seconds since the last good fetch (absent for static keys or before one).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_fetch_age_seconds: Option<u64>,
+    pub(crate) last_fetch_age_seconds: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
-pub fn readiness(state: &AppState) -> Readiness {
+pub(crate) fn readiness(state: &AppState) -> Readiness {
     let now = state.reviewer.clock.now();
     let issuers: Vec<IssuerState> = state
         .reviewer

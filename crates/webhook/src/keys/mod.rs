@@ -2,7 +2,7 @@
 //! A key's family is fixed when it is loaded, so an HS* token can never be
 //! checked against an RSA or EC public key (algorithm confusion).
 
-pub mod remote;
+pub(crate) mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     Rsa,
     EcP256,
     EcP384,
@@ -30,7 +30,7 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    pub fn accepts(self, alg: Algorithm) -> bool {
+    pub(crate) fn accepts(self, alg: Algorithm) -> bool {
         use Algorithm::*;
         match self {
             KeyKind::Rsa => matches!(alg, RS256 | RS384 | RS512 | PS256 | PS384 | PS512),
@@ -44,10 +44,10 @@ impl KeyKind {
 
 #[derive(Clone)]
 pub struct VerifyKey {
-    pub kid: Option<String>,
-    pub kind: KeyKind,
+    pub(crate) kid: Option<String>,
+    pub(crate) kind: KeyKind,
     /// The JWK's own `alg`, when it names one: the key then checks only that.
-    pub alg: Option<Algorithm>,
+    pub(crate) alg: Option<Algorithm>,
     key: DecodingKey,
 }
 
@@ -62,7 +62,7 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 impl VerifyKey {
-    pub fn new(kid: Option<String>, kind: KeyKind, key: DecodingKey) -> Self {
+    pub(crate) fn new(kid: Option<String>, kind: KeyKind, key: DecodingKey) -> Self {
         Self::with_alg(kid, kind, None, key)
     }
 
@@ -80,16 +80,12 @@ impl VerifyKey {
         }
     }
 
-    pub fn accepts(&self, alg: Algorithm) -> bool {
+    pub(crate) fn accepts(&self, alg: Algorithm) -> bool {
         self.kind.accepts(alg) && self.alg.is_none_or(|a| a == alg)
     }
 
-    pub fn is_hmac(&self) -> bool {
-        self.kind == KeyKind::Hmac
-    }
-
     /// The algorithm a key of this kind is most often used with.
-    pub fn default_algorithm(&self) -> Algorithm {
+    pub(crate) fn default_algorithm(&self) -> Algorithm {
         if let Some(a) = self.alg {
             return a;
         }
@@ -119,7 +115,7 @@ impl VerifyKey {
 
 /// Keys by `kid`, and those without one.
 #[derive(Debug, Default, Clone)]
-pub struct KeySet {
+pub(crate) struct KeySet {
     by_kid: HashMap<String, Arc<VerifyKey>>,
     unnamed: Vec<Arc<VerifyKey>>,
 }
@@ -129,7 +125,7 @@ pub struct KeySet {
 const MAX_KEYS_TRIED: usize = 8;
 
 impl KeySet {
-    pub fn new(keys: impl IntoIterator<Item = VerifyKey>) -> Self {
+    pub(crate) fn new(keys: impl IntoIterator<Item = VerifyKey>) -> Self {
         let mut set = KeySet::default();
         for k in keys {
             let k = Arc::new(k);
@@ -143,18 +139,18 @@ impl KeySet {
         set
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_kid.len() + self.unnamed.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// The keys a token with this `kid` and `alg` may be checked against. A
     /// named key wins; otherwise keys without a kid (a PEM file has none).
     /// Empty means the kid is unknown here.
-    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+    pub(crate) fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
         if let Some(k) = kid.and_then(|kid| self.by_kid.get(kid)) {
             return vec![k.clone()];
         }
@@ -175,16 +171,6 @@ impl KeySet {
             );
         }
         out
-    }
-
-    /// Keys of both sets; `self`'s win on a kid clash.
-    pub fn merged(&self, other: &KeySet) -> KeySet {
-        let mut set = other.clone();
-        for (kid, k) in &self.by_kid {
-            set.by_kid.insert(kid.clone(), k.clone());
-        }
-        set.unnamed.extend(self.unnamed.iter().cloned());
-        set
     }
 }
 
@@ -285,7 +271,7 @@ fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<VerifyKey, String> {
 
 /// An HS256/384/512 shared secret. A trailing newline (as `echo` writes) is not
 /// part of the secret.
-pub fn hmac_secret(bytes: &[u8]) -> Result<VerifyKey, String> {
+pub(crate) fn hmac_secret(bytes: &[u8]) -> Result<VerifyKey, String> {
     let secret = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
     if secret.len() < 32 {

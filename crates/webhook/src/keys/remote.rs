@@ -37,14 +37,12 @@ pub enum FetchError {
     IssuerMismatch { expected: String, got: String },
     #[error("key set has no usable signature keys{0}")]
     NoUsableKeys(String),
-    #[error("no keys fetched yet")]
-    NotFetched,
     #[error("{0}")]
     Internal(String),
 }
 
 impl FetchError {
-    pub fn metric_label(&self) -> &'static str {
+    pub(crate) fn metric_label(&self) -> &'static str {
         match self {
             FetchError::Timeout(_) => "timeout",
             FetchError::Connect(_) => "connect_error",
@@ -53,20 +51,20 @@ impl FetchError {
             FetchError::Invalid(_) => "invalid",
             FetchError::IssuerMismatch { .. } => "issuer_mismatch",
             FetchError::NoUsableKeys(_) => "no_usable_keys",
-            FetchError::NotFetched | FetchError::Internal(_) => "internal_error",
+            FetchError::Internal(_) => "internal_error",
         }
     }
 }
 
 /// What requests read: swapped whole after every fetch attempt.
 #[derive(Debug, Default)]
-pub struct Snapshot {
-    pub keys: KeySet,
+pub(crate) struct Snapshot {
+    pub(crate) keys: KeySet,
     /// Fetch attempts so far, good or bad.
-    pub attempts: u64,
+    pub(crate) attempts: u64,
     /// Clock time (Unix seconds) of the last good fetch.
-    pub last_success: Option<u64>,
-    pub last_error: Option<FetchError>,
+    pub(crate) last_success: Option<u64>,
+    pub(crate) last_error: Option<FetchError>,
 }
 
 struct FetchState {
@@ -99,7 +97,7 @@ pub struct RemoteKeys {
 }
 
 impl RemoteKeys {
-    pub fn new(
+    pub(crate) fn new(
         issuer: Arc<str>,
         cfg: RemoteConfig,
         ca_pem: Option<&[u8]>,
@@ -143,7 +141,7 @@ impl RemoteKeys {
         })
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
 
@@ -158,7 +156,7 @@ impl RemoteKeys {
     /// `min_refetch_interval`, shared by every request waiting meanwhile.
     /// `issued_at` is the token's (unverified) `iat`: when our keys were fetched
     /// after the token was issued, a refetch cannot find its key, so none is made.
-    pub async fn refresh_for_unknown_kid(
+    pub(crate) async fn refresh_for_unknown_kid(
         &self,
         issued_at: Option<i64>,
         skew: Duration,
@@ -258,7 +256,7 @@ impl RemoteKeys {
 
     /// Keeps the key set fresh until the task is dropped: at the issuer's
     /// `max-age` (within 1m..1h) after a good fetch, with backoff after a bad one.
-    pub async fn refresh_forever(self: Arc<Self>) {
+    pub(crate) async fn refresh_forever(self: Arc<Self>) {
         let mut retry = self.cfg.min_refetch_interval.max(Duration::from_secs(1));
         loop {
             let wait = match self.refresh().await {

@@ -11,10 +11,10 @@ use moka::future::Cache;
 use crate::config;
 use crate::verify::{Identity, Rejection};
 
-pub type TokenHash = [u8; 32];
+pub(crate) type TokenHash = [u8; 32];
 
 #[derive(Debug, Clone)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Authenticated(Arc<Identity>),
     Rejected {
         issuer: Option<Arc<str>>,
@@ -141,7 +141,7 @@ impl TokenCache {
         }
     }
 
-    pub fn entry_count(&self) -> u64 {
+    pub(crate) fn entry_count(&self) -> u64 {
         self.inner.as_ref().map_or(0, |c| c.entry_count())
     }
 }

@@ -38,8 +38,8 @@ pub struct Reviewer {
     pub verifier: Verifier,
     pub cache: TokenCache,
     pub metrics: Arc<Metrics>,
-    pub clock: Clock,
-    pub request_timeout: Duration,
+    pub(crate) clock: Clock,
+    pub(crate) request_timeout: Duration,
 }
 
 /// What one review came to, before encoding.
@@ -238,7 +238,7 @@ fn decode_error(e: serde_json::Error) -> ApiError {
     ))
 }
 
-pub fn sha256(data: &[u8]) -> TokenHash {
+pub(crate) fn sha256(data: &[u8]) -> TokenHash {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -247,6 +247,6 @@ pub fn sha256(data: &[u8]) -> TokenHash {
 
 /// The first 8 hex characters of the token's SHA-256: enough to follow one
 /// token through the logs, useless for replaying it.
-pub fn fingerprint(hash: &TokenHash) -> String {
+pub(crate) fn fingerprint(hash: &TokenHash) -> String {
     hex::encode(&hash[..4])
 }

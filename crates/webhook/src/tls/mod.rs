@@ -44,7 +44,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads a certificate chain and its private key, and checks they belong together.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+pub(crate) fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     certified_key(&read(cert)?, cert, &read(key)?, key)
 }
 
@@ -72,7 +72,7 @@ fn certified_key(
     Ok(Arc::new(ck))
 }
 
-pub fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn load_client_roots(path: &Path) -> Result<RootCertStore, TlsError> {
     client_roots(&read(path)?, path)
 }
 
@@ -87,7 +87,7 @@ fn client_roots(pem: &[u8], path: &Path) -> Result<RootCertStore, TlsError> {
 }
 
 /// Unix time of the end-entity certificate's notAfter.
-pub fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError> {
+pub(crate) fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError> {
     let der = key
         .end_entity_cert()
         .map_err(|e| TlsError::Config(format!("no end-entity certificate: {e}")))?;
@@ -100,7 +100,7 @@ pub fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError> {
 /// `authn_webhook_tls_certificate_expiry_timestamp_seconds`. Call whenever the
 /// certificate in use changes (start, reload). A certificate whose expiry
 /// cannot be read shows 0, which the expiry alert treats as expired.
-pub fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
+pub(crate) fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
     match certificate_not_after(key) {
         Ok(t) => metrics.tls_cert_expiry.set(t as f64),
         Err(e) => {
@@ -113,18 +113,18 @@ pub fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
 /// Hands rustls whatever certificate is current; `set` swaps it for new
 /// handshakes while established connections keep theirs.
 #[derive(Debug)]
-pub struct CertResolver(ArcSwap<CertifiedKey>);
+pub(crate) struct CertResolver(ArcSwap<CertifiedKey>);
 
 impl CertResolver {
-    pub fn new(key: Arc<CertifiedKey>) -> Self {
+    pub(crate) fn new(key: Arc<CertifiedKey>) -> Self {
         CertResolver(ArcSwap::new(key))
     }
 
-    pub fn set(&self, key: Arc<CertifiedKey>) {
+    pub(crate) fn set(&self, key: Arc<CertifiedKey>) {
         self.0.store(key);
     }
 
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    pub(crate) fn current(&self) -> Arc<CertifiedKey> {
         self.0.load_full()
     }
 }
@@ -138,7 +138,7 @@ impl ResolvesServerCert for CertResolver {
 /// The client CA behind a swappable verifier, so a new CA bundle applies to
 /// new handshakes without rebuilding the listener.
 #[derive(Debug)]
-pub struct ReloadingClientVerifier(ArcSwap<Arc<dyn ClientCertVerifier>>);
+pub(crate) struct ReloadingClientVerifier(ArcSwap<Arc<dyn ClientCertVerifier>>);
 
 impl ReloadingClientVerifier {
     fn new(v: Arc<dyn ClientCertVerifier>) -> Self {
@@ -203,12 +203,12 @@ fn client_verifier(pem: &[u8], ca: &Path) -> Result<Arc<dyn ClientCertVerifier>,
         .map_err(|e| file_error(ca, e))
 }
 
-pub struct ServerTls {
-    pub config: ServerConfig,
-    pub reloader: Arc<TlsReloader>,
+pub(crate) struct ServerTls {
+    pub(crate) config: ServerConfig,
+    pub(crate) reloader: Arc<TlsReloader>,
 }
 
-pub fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, TlsError> {
+pub(crate) fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<ServerTls, TlsError> {
     let current = Material::read(files)?;
     let (key, verifier) = current.load(files)?;
     let resolver = Arc::new(CertResolver::new(key));
@@ -277,7 +277,7 @@ impl Material {
 
 /// Watches the serving certificate, its key and the client CA, and swaps in
 /// new ones that validate; invalid files leave the old ones serving.
-pub struct TlsReloader {
+pub(crate) struct TlsReloader {
     files: TlsFiles,
     resolver: Arc<CertResolver>,
     client: Option<Arc<ReloadingClientVerifier>>,
@@ -293,7 +293,7 @@ struct ReloadState {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Reload {
+pub(crate) enum Reload {
     Unchanged,
     Reloaded,
     /// Files changed but did not validate; the old material keeps serving.
@@ -304,7 +304,7 @@ impl TlsReloader {
     /// Checks the files once. A change that was rejected, or files that
     /// cannot be read, are logged and counted once, not on every check,
     /// until the files change again; the old material keeps serving.
-    pub fn check(&self) -> Reload {
+    pub(crate) fn check(&self) -> Reload {
         let read = Material::read(&self.files);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let material = match read {
@@ -352,7 +352,7 @@ impl TlsReloader {
     }
 
     /// Checks every `reload_interval` until the task is dropped.
-    pub async fn watch(self: Arc<Self>) {
+    pub(crate) async fn watch(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.files.reload_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -365,7 +365,7 @@ impl TlsReloader {
 }
 
 /// The names a certificate answers to: subject CN and DNS SANs.
-pub fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+pub(crate) fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
         return Vec::new();
     };

@@ -10,10 +10,10 @@ use crate::wire::UserInfo;
 /// A claim name, or a dotted path into nested objects
 /// (`federated_claims.connector_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimPath(Vec<String>);
+pub(crate) struct ClaimPath(Vec<String>);
 
 impl ClaimPath {
-    pub fn parse(s: &str) -> Option<ClaimPath> {
+    pub(crate) fn parse(s: &str) -> Option<ClaimPath> {
         let parts: Vec<String> = s.split('.').map(str::to_owned).collect();
         if parts.iter().any(|p| p.is_empty()) {
             return None;
@@ -21,7 +21,7 @@ impl ClaimPath {
         Some(ClaimPath(parts))
     }
 
-    pub fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
+    pub(crate) fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
         let (first, rest) = self.0.split_first()?;
         let mut v = claims.get(first)?;
         for part in rest {
@@ -36,25 +36,25 @@ impl ClaimPath {
 }
 
 #[derive(Debug, Clone)]
-pub struct ClaimMapping {
+pub(crate) struct ClaimMapping {
     /// The first of these that is present names the user.
-    pub username: Vec<ClaimPath>,
-    pub username_prefix: String,
+    pub(crate) username: Vec<ClaimPath>,
+    pub(crate) username_prefix: String,
     /// The first of these that is present lists the groups.
-    pub groups: Vec<ClaimPath>,
-    pub groups_prefix: String,
-    pub uid: Vec<ClaimPath>,
-    pub extra: Vec<(String, ClaimPath)>,
+    pub(crate) groups: Vec<ClaimPath>,
+    pub(crate) groups_prefix: String,
+    pub(crate) uid: Vec<ClaimPath>,
+    pub(crate) extra: Vec<(String, ClaimPath)>,
 }
 
-pub struct Mapped {
-    pub user: UserInfo,
+pub(crate) struct Mapped {
+    pub(crate) user: UserInfo,
     /// Groups left out because they would have started with `system:`.
-    pub dropped_system_groups: usize,
+    pub(crate) dropped_system_groups: usize,
 }
 
 impl ClaimMapping {
-    pub fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
+    pub(crate) fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
         let (path, name) = self
             .username
             .iter()

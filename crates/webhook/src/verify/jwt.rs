@@ -16,17 +16,17 @@ use super::Rejection;
 
 /// Larger tokens are refused before any decoding. Dex tokens with hundreds of
 /// groups reach 60 KB; nothing legitimate comes near this.
-pub const MAX_TOKEN_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 256 * 1024;
 
 #[derive(Debug)]
-pub struct UnverifiedJwt<'a> {
-    pub alg: Algorithm,
-    pub kid: Option<String>,
+pub(crate) struct UnverifiedJwt<'a> {
+    pub(crate) alg: Algorithm,
+    pub(crate) kid: Option<String>,
     /// The decoded payload, JSON; read it with `Claims::parse`.
-    pub payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
     /// `header.payload`, the bytes the signature covers.
-    pub signing_input: &'a str,
-    pub signature: &'a str,
+    pub(crate) signing_input: &'a str,
+    pub(crate) signature: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -39,7 +39,7 @@ struct Header {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
+pub(crate) fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Rejection::TokenTooLarge);
     }
@@ -81,24 +81,24 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, Rejection> {
 /// a token refused there (unknown issuer, expired...) never pays for building
 /// the rest. A claim given twice counts with its last value, as in a `Map`.
 #[derive(Debug)]
-pub struct Claims<'a> {
+pub(crate) struct Claims<'a> {
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
 impl<'a> Claims<'a> {
-    pub fn parse(payload: &'a [u8]) -> Result<Claims<'a>, Rejection> {
+    pub(crate) fn parse(payload: &'a [u8]) -> Result<Claims<'a>, Rejection> {
         serde_json::from_slice(payload).map_err(|_| Rejection::Malformed)
     }
 
     /// One claim, built; `None` when absent.
-    pub fn get(&self, name: &str) -> Option<Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<Value> {
         let (_, raw) = self.members.iter().rev().find(|(k, _)| k == name)?;
         // Already checked to be valid JSON by `parse`.
         serde_json::from_str(raw.get()).ok()
     }
 
     /// Every claim, built, for mapping a verified token to a user.
-    pub fn to_map(&self) -> Result<Map<String, Value>, Rejection> {
+    pub(crate) fn to_map(&self) -> Result<Map<String, Value>, Rejection> {
         let mut map = Map::new();
         for (k, raw) in &self.members {
             let v: Value = serde_json::from_str(raw.get()).map_err(|_| Rejection::Malformed)?;
@@ -155,7 +155,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
 
 /// A NumericDate claim: absent is `Ok(None)`; present but not a number is an
 /// error (treating it as absent would skip the check: CVE-2026-25537).
-pub fn numeric_date(claims: &Claims<'_>, name: &'static str) -> Result<Option<i64>, Rejection> {
+pub(crate) fn numeric_date(
+    claims: &Claims<'_>,
+    name: &'static str,
+) -> Result<Option<i64>, Rejection> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => n
@@ -172,7 +175,7 @@ pub fn numeric_date(claims: &Claims<'_>, name: &'static str) -> Result<Option<i6
 }
 
 /// `aud` as a list: a string or an array of strings.
-pub fn audiences(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
+pub(crate) fn audiences(claims: &Claims<'_>) -> Result<Vec<String>, Rejection> {
     match claims.get("aud") {
         None => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s]),

@@ -5,8 +5,8 @@
 //! checked before any key is looked up, so only a token that names a known
 //! issuer, an allowed algorithm, and plausible claims can cause a key refetch.
 
-pub mod claims;
-pub mod jwt;
+pub(crate) mod claims;
+pub(crate) mod jwt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use kube_authn_common::clock::Clock;
 /// A token that was checked and is not valid: a definite "no" the apiserver
 /// may cache. The label is the `reason` of the metric and the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     #[error("not a JWT")]
     Malformed,
     #[error("token larger than 256 KiB")]
@@ -63,7 +63,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed_token",
             Rejection::TokenTooLarge => "token_too_large",
@@ -87,7 +87,7 @@ impl Rejection {
 
 /// Why a review did not authenticate: refused, or could not be checked.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum VerifyError {
+pub(crate) enum VerifyError {
     #[error("{0}")]
     Rejected(#[from] Rejection),
     /// The apiserver logs this and does not cache it.
@@ -101,7 +101,7 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             VerifyError::Rejected(r) => r.reason(),
             VerifyError::KeysUnavailable { .. } => "keys_unavailable",
@@ -110,7 +110,7 @@ impl VerifyError {
     }
 
     /// `rejected` (definite) or `error` (could not check).
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         match self {
             VerifyError::Rejected(_) => "rejected",
             _ => "error",
@@ -121,16 +121,16 @@ impl VerifyError {
 /// A verified token's identity, kept in the cache; audiences are decided per
 /// request from it.
 #[derive(Debug)]
-pub struct Identity {
-    pub issuer: Arc<str>,
+pub(crate) struct Identity {
+    pub(crate) issuer: Arc<str>,
     /// The `UserInfo` as the answer carries it, encoded once: a cached
     /// identity is one small allocation instead of a dozen (100,000 of them
     /// must fit in well under 120 MiB), and a cache hit copies it as is.
-    pub user: Box<RawValue>,
-    pub token_audiences: Vec<String>,
+    pub(crate) user: Box<RawValue>,
+    pub(crate) token_audiences: Vec<String>,
     /// The token's `exp`: nothing outlives it.
-    pub expires_at: u64,
-    pub trust_implicit_audience: bool,
+    pub(crate) expires_at: u64,
+    pub(crate) trust_implicit_audience: bool,
 }
 
 impl Identity {
@@ -138,7 +138,7 @@ impl Identity {
     /// apiserver asked for, or empty when the token is valid for this issuer
     /// and the issuer trusts the apiserver's implicit audience. Never the
     /// token's own `aud`: the apiserver would refuse a value it did not ask for.
-    pub fn audiences_for(&self, requested: &[String]) -> Result<Vec<String>, Rejection> {
+    pub(crate) fn audiences_for(&self, requested: &[String]) -> Result<Vec<String>, Rejection> {
         if requested.is_empty() {
             return Ok(Vec::new());
         }
@@ -156,9 +156,8 @@ impl Identity {
 }
 
 pub struct IssuerVerifier {
-    pub name: Arc<str>,
-    pub kind: IssuerKind,
-    pub url: Option<String>,
+    pub(crate) name: Arc<str>,
+    pub(crate) kind: IssuerKind,
     audiences: Vec<String>,
     trust_implicit_audience: bool,
     algorithms: Vec<Algorithm>,
@@ -170,7 +169,7 @@ pub struct IssuerVerifier {
 
 impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
-    pub fn key_count(&self) -> usize {
+    pub(crate) fn key_count(&self) -> usize {
         self.static_keys.len() + self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
     }
 
@@ -184,7 +183,7 @@ impl IssuerVerifier {
 
     /// Checks a routed token: claims first, then the key (fetching when the
     /// kid is new), the signature, and the claims-to-user mapping.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         jwt: &jwt::UnverifiedJwt<'_>,
         claims: &jwt::Claims<'_>,
@@ -258,16 +257,16 @@ fn encode_user(user: &UserInfo) -> Result<Box<RawValue>, Rejection> {
     serde_json::value::to_raw_value(user).map_err(|_| Rejection::InvalidClaim("user"))
 }
 
-pub struct Verified {
-    pub identity: Identity,
-    pub dropped_system_groups: usize,
+pub(crate) struct Verified {
+    pub(crate) identity: Identity,
+    pub(crate) dropped_system_groups: usize,
 }
 
 /// What checking a token came to, with the issuer it was routed to (`None`
 /// when it could not be routed: not a JWT, no issuer for its `iss`).
-pub struct Checked {
-    pub issuer: Option<Arc<str>>,
-    pub result: Result<Verified, VerifyError>,
+pub(crate) struct Checked {
+    pub(crate) issuer: Option<Arc<str>>,
+    pub(crate) result: Result<Verified, VerifyError>,
 }
 
 pub struct Verifier {
@@ -279,7 +278,7 @@ pub struct Verifier {
 impl Verifier {
     /// Builds the verifiers; fetching keys is left to the caller (see
     /// `server::start`), so an issuer that is down does not hold up the rest.
-    pub fn new(
+    pub(crate) fn new(
         issuers: &[prepare::Issuer],
         metrics: &Arc<Metrics>,
         clock: &Clock,
@@ -319,7 +318,6 @@ impl Verifier {
             out.push(IssuerVerifier {
                 name,
                 kind: c.kind,
-                url: c.url.clone(),
                 audiences: c.audiences.clone(),
                 trust_implicit_audience: c.trust_implicit_audience,
                 algorithms: p.algorithms.clone(),
@@ -355,7 +353,7 @@ impl Verifier {
     /// taken apart and routed by `iss` (no I/O, so garbage and unknown
     /// issuers cost nothing and fetch nothing), then the issuer's checks
     /// within `deadline`. Routing comes first so a timeout keeps its issuer.
-    pub async fn check(&self, token: &str, now: u64, deadline: Duration) -> Checked {
+    pub(crate) async fn check(&self, token: &str, now: u64, deadline: Duration) -> Checked {
         let unrouted = |r: Rejection| Checked {
             issuer: None,
             result: Err(r.into()),

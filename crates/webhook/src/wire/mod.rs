@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub const KIND: &str = "TokenReview";
+pub(crate) const KIND: &str = "TokenReview";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ApiVersion {
@@ -32,7 +32,7 @@ impl ApiVersion {
     }
 
     /// For metric and log labels.
-    pub fn short(self) -> &'static str {
+    pub(crate) fn short(self) -> &'static str {
         match self {
             ApiVersion::V1 => "v1",
             ApiVersion::V1beta1 => "v1beta1",
@@ -42,52 +42,52 @@ impl ApiVersion {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TokenReviewRequest {
+pub(crate) struct TokenReviewRequest {
     #[serde(default)]
-    pub api_version: String,
+    pub(crate) api_version: String,
     #[serde(default)]
-    pub kind: String,
+    pub(crate) kind: String,
     #[serde(default)]
-    pub spec: Option<TokenReviewSpec>,
+    pub(crate) spec: Option<TokenReviewSpec>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
-pub struct TokenReviewSpec {
+pub(crate) struct TokenReviewSpec {
     #[serde(default)]
-    pub token: String,
+    pub(crate) token: String,
     #[serde(default)]
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct TokenReviewResponse<'a> {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub status: TokenReviewStatus<'a>,
+pub(crate) struct TokenReviewResponse<'a> {
+    pub(crate) api_version: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) status: TokenReviewStatus<'a>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct TokenReviewStatus<'a> {
-    pub authenticated: bool,
+pub(crate) struct TokenReviewStatus<'a> {
+    pub(crate) authenticated: bool,
     /// A `UserInfo`, encoded once when the token was verified.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<&'a RawValue>,
+    pub(crate) user: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub audiences: Vec<String>,
+    pub(crate) audiences: Vec<String>,
     /// Set only when the token could not be checked: the apiserver logs it and
     /// does not cache the answer. A definite "no" leaves it empty.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserInfo {
-    pub username: String,
+pub(crate) struct UserInfo {
+    pub(crate) username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+    pub(crate) uid: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
+    pub(crate) groups: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, Vec<String>>,
+    pub(crate) extra: BTreeMap<String, Vec<String>>,
 }

@@ -157,7 +157,7 @@ struct State {
 }
 
 /// The running demo issuer.
-pub struct DemoIssuer {
+pub(crate) struct DemoIssuer {
     state: Arc<State>,
     handle: ServerHandle,
 }
@@ -165,7 +165,7 @@ pub struct DemoIssuer {
 impl DemoIssuer {
     /// Starts on a free loopback port with one key of `alg`, its serving
     /// certificate signed by `ca`.
-    pub async fn start(ca: &Ca, alg: Algorithm) -> Result<DemoIssuer, String> {
+    pub(crate) async fn start(ca: &Ca, alg: Algorithm) -> Result<DemoIssuer, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], 0));
         let listener =
             TcpListener::bind(addr).map_err(|e| format!("demo issuer: cannot bind {addr}: {e}"))?;
@@ -207,16 +207,16 @@ impl DemoIssuer {
     }
 
     /// The issuer URL, the `iss` of its tokens.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.state.url
     }
 
     /// Signs `claims` with the issuer's key.
-    pub fn mint(&self, claims: &Value) -> String {
+    pub(crate) fn mint(&self, claims: &Value) -> String {
         self.state.key.sign(claims)
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.stop(false).await;
     }
 }
