@@ -310,9 +310,9 @@ fn init_logging(verbose: bool) {
     // Without --verbose only our own warnings: other crates' errors (e.g. the
     // certificate verifier's) repeat what the error message already says.
     let default = if verbose {
-        "warn,kube_authn_webhook=debug"
+        concat!("warn,", env!("CARGO_CRATE_NAME"), "=debug")
     } else {
-        "off,kube_authn_webhook=warn"
+        concat!("off,", env!("CARGO_CRATE_NAME"), "=warn")
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
