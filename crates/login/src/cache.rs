@@ -27,24 +27,24 @@ const SUFFIX: &str = ".json";
 
 /// One cached login.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub version: u32,
-    pub kind: String,
-    pub endpoint: String,
-    pub username: String,
+pub(crate) struct Entry {
+    pub(crate) version: u32,
+    pub(crate) kind: String,
+    pub(crate) endpoint: String,
+    pub(crate) username: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    pub(crate) domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    pub token: String,
+    pub(crate) client_id: Option<String>,
+    pub(crate) token: String,
     /// The token's `exp`, seconds since the epoch.
-    pub expiry: u64,
+    pub(crate) expiry: u64,
     /// When we got it, to tell a token's lifetime.
-    pub obtained_at: u64,
+    pub(crate) obtained_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    pub(crate) refresh_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dex_client_secret: Option<String>,
+    pub(crate) dex_client_secret: Option<String>,
 }
 
 impl std::fmt::Debug for Entry {
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Entry {
 /// A cached token stops being handed out this long before it expires
 /// (or half its lifetime before, for tokens shorter than twice this), so
 /// kubectl never starts a request with a token about to lapse.
-pub const RENEW_BEFORE_SECONDS: u64 = 300;
+pub(crate) const RENEW_BEFORE_SECONDS: u64 = 300;
 
 impl Entry {
     fn renew_margin(&self) -> u64 {
@@ -72,12 +72,12 @@ impl Entry {
     }
 
     /// Good to hand out as is.
-    pub fn is_fresh(&self, now: u64) -> bool {
+    pub(crate) fn is_fresh(&self, now: u64) -> bool {
         now.saturating_add(self.renew_margin()) < self.expiry
     }
 
     /// Not expired yet (though possibly inside the renewal margin).
-    pub fn is_unexpired(&self, now: u64) -> bool {
+    pub(crate) fn is_unexpired(&self, now: u64) -> bool {
         now < self.expiry
     }
 
@@ -91,7 +91,7 @@ impl Entry {
     }
 
     /// A new entry for `target`.
-    pub fn new(target: &Target, token: String, expiry: u64, obtained_at: u64) -> Entry {
+    pub(crate) fn new(target: &Target, token: String, expiry: u64, obtained_at: u64) -> Entry {
         Entry {
             version: FORMAT_VERSION,
             kind: target.kind().to_owned(),
@@ -109,18 +109,18 @@ impl Entry {
 }
 
 /// The cache files of one target.
-pub struct Cache {
+pub(crate) struct Cache {
     dir: PathBuf,
     stem: String,
 }
 
 /// Holds a target's lock until dropped (closing the file releases it).
-pub struct LockGuard {
+pub(crate) struct LockGuard {
     _file: File,
 }
 
 impl Cache {
-    pub fn for_target(dir: &Path, target: &Target) -> Cache {
+    pub(crate) fn for_target(dir: &Path, target: &Target) -> Cache {
         let mut key = format!("v{FORMAT_VERSION}");
         for part in [
             Some(target.kind()),
@@ -141,18 +141,18 @@ impl Cache {
     }
 
     /// The entry's file.
-    pub fn path(&self) -> PathBuf {
+    pub(crate) fn path(&self) -> PathBuf {
         self.dir.join(format!("{}{SUFFIX}", self.stem))
     }
 
-    pub fn lock_path(&self) -> PathBuf {
+    pub(crate) fn lock_path(&self) -> PathBuf {
         self.dir.join(format!("{}.lock", self.stem))
     }
 
     /// The cached entry for `target`, if there is a readable one. A file that
     /// does not parse or belongs to someone else is ignored (and replaced by
     /// the next write); only real I/O trouble is an error.
-    pub fn read(&self, target: &Target) -> Result<Option<Entry>, LoginError> {
+    pub(crate) fn read(&self, target: &Target) -> Result<Option<Entry>, LoginError> {
         let path = self.path();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
@@ -174,7 +174,7 @@ impl Cache {
     }
 
     /// Replaces the entry atomically; the file is 0600 from its creation.
-    pub fn write(&self, entry: &Entry) -> Result<(), LoginError> {
+    pub(crate) fn write(&self, entry: &Entry) -> Result<(), LoginError> {
         ensure_dir(&self.dir)?;
         let path = self.path();
         let err = |why: String| cache_err(&path, why);
@@ -206,14 +206,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Removes the entry (not its lock file: another process may be waiting
-    /// on that very file).
-    pub fn remove(&self) -> Result<bool, LoginError> {
-        remove_file(&self.path())
-    }
-
     /// Takes the target's lock, waiting up to `timeout` for another process.
-    pub async fn lock(&self, timeout: Duration) -> Result<LockGuard, LoginError> {
+    pub(crate) async fn lock(&self, timeout: Duration) -> Result<LockGuard, LoginError> {
         ensure_dir(&self.dir)?;
         let path = self.lock_path();
         let mut options = OpenOptions::new();
@@ -253,7 +247,7 @@ impl Cache {
 
 /// Removes the cache entries matching the filters (all of them with no
 /// filter); returns the paths removed.
-pub fn remove_matching(
+pub(crate) fn remove_matching(
     dir: &Path,
     endpoint: Option<&str>,
     username: Option<&str>,
@@ -337,7 +331,7 @@ fn cache_err(path: &Path, why: String) -> LoginError {
 
 /// The default cache directory: `$XDG_CACHE_HOME/kube-authn-webhook`, else
 /// `~/.kube/cache/kube-authn-webhook` (beside kubectl's own caches).
-pub fn default_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
+pub(crate) fn default_dir(xdg_cache_home: Option<&str>, home: Option<&str>) -> Option<PathBuf> {
     if let Some(x) = xdg_cache_home.filter(|x| Path::new(x).is_absolute()) {
         return Some(Path::new(x).join("kube-authn-webhook"));
     }

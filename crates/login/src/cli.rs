@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use super::cache::default_dir;
 use super::exec::{ExecInfo, exec_credential, rfc3339};
 use super::kubeconfig::{self, PluginOptions};
-use super::{Endpoint, Login, Outcome, PasswordSource, Target, obtain};
+use super::{Endpoint, Login, LoginError, Outcome, PasswordSource, Target, obtain};
 use kube_authn_common::clock::Clock;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,8 +21,23 @@ const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(180);
 /// sysexits.h EX_USAGE.
 const EXIT_USAGE: u8 = 64;
 
+/// kubectl exec credential plugin: logs in to PCD-K (Keystone, Dex) or EFA
+/// and prints a token as an ExecCredential on stdout, cached until shortly
+/// before it expires. `--print-kubeconfig` prints a kubeconfig that runs it.
+#[derive(Parser)]
+#[command(name = "kube-authn-login", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: LoginCommand,
+}
+
+/// The `kube-authn-login` binary: parses the command line and runs it.
+pub fn main() -> ExitCode {
+    run(Cli::parse().command)
+}
+
 #[derive(Debug, Subcommand)]
-pub enum LoginCommand {
+enum LoginCommand {
     /// Platform9 PCD-K: Keystone password auth, the `kubernetes` client's
     /// secret from resmgr, Dex's password grant. Prints an ExecCredential
     /// holding Dex's id_token.
@@ -35,77 +50,77 @@ pub enum LoginCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct PcdArgs {
+struct PcdArgs {
     /// The PCD management plane, https://<du-fqdn> (serves /keystone, /resmgr, /dex).
     #[arg(long, value_name = "URL")]
-    pub endpoint: String,
+    endpoint: String,
     /// Keystone user name (often an e-mail address).
     #[arg(long)]
-    pub username: String,
+    username: String,
     /// Keystone domain name [default: the domain with id `default`].
     #[arg(long)]
-    pub domain: Option<String>,
+    domain: Option<String>,
     /// Keystone project to scope the Keystone token to, if resmgr needs one.
     #[arg(long)]
-    pub project: Option<String>,
+    project: Option<String>,
     #[command(flatten)]
-    pub common: CommonArgs,
+    common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct EfaArgs {
+struct EfaArgs {
     /// The EFA/XCO host, https://<efa-host> (serves /v1/auth/token/...).
     #[arg(long, value_name = "URL")]
-    pub endpoint: String,
+    endpoint: String,
     #[arg(long)]
-    pub username: String,
+    username: String,
     /// Registered XCO client id: use client-access-token (no refresh token).
     #[arg(long)]
-    pub client_id: Option<String>,
+    client_id: Option<String>,
     #[command(flatten)]
-    pub common: CommonArgs,
+    common: CommonArgs,
 }
 
 #[derive(Debug, Args)]
-pub struct CommonArgs {
+struct CommonArgs {
     /// PEM CA bundle to trust (only these CAs) for the endpoint's HTTPS.
     #[arg(long, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
     /// Read the password from stdin (one line; for scripts).
     #[arg(long, conflicts_with = "password_env")]
-    pub password_stdin: bool,
+    password_stdin: bool,
     /// Read the password from this environment variable.
     #[arg(long, value_name = "NAME")]
-    pub password_env: Option<String>,
+    password_env: Option<String>,
     /// Refused: a password on the command line shows in `ps` and shell history.
     #[arg(long, hide = true, value_name = "PASSWORD")]
-    pub password: Option<String>,
+    password: Option<String>,
     /// Token cache directory [default: $XDG_CACHE_HOME/kube-authn-webhook, else
     /// ~/.kube/cache/kube-authn-webhook].
     #[arg(long, value_name = "DIR", env = "KUBE_AUTHN_WEBHOOK_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
     /// Limit for each HTTP request [default: 30s].
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
+    timeout: Option<Duration>,
     /// How long to wait for a login another process is doing for the same
     /// user [default: 3m].
     #[arg(long, value_parser = humantime::parse_duration)]
-    pub lock_timeout: Option<Duration>,
+    lock_timeout: Option<Duration>,
     /// Log each step to stderr (never passwords or tokens).
     #[arg(long, short)]
-    pub verbose: bool,
+    verbose: bool,
     /// Print a kubeconfig whose user runs this login, and exit (no login).
     #[arg(long, requires = "cluster_server")]
-    pub print_kubeconfig: bool,
+    print_kubeconfig: bool,
     /// With --print-kubeconfig: the cluster's API server URL.
     #[arg(long, value_name = "URL", requires = "print_kubeconfig")]
-    pub cluster_server: Option<String>,
+    cluster_server: Option<String>,
     /// With --print-kubeconfig: PEM CA of the API server (inlined).
     #[arg(long, value_name = "FILE", requires = "print_kubeconfig")]
-    pub cluster_ca: Option<PathBuf>,
+    cluster_ca: Option<PathBuf>,
     /// With --print-kubeconfig: the cluster's name [default: the API server's host].
     #[arg(long, requires = "print_kubeconfig")]
-    pub cluster_name: Option<String>,
+    cluster_name: Option<String>,
     /// With --print-kubeconfig: what kubectl runs.
     #[arg(
         long,
@@ -113,26 +128,26 @@ pub struct CommonArgs {
         default_value = "kube-authn-login",
         requires = "print_kubeconfig"
     )]
-    pub plugin_command: String,
+    plugin_command: String,
 }
 
 #[derive(Debug, Args)]
-pub struct LogoutArgs {
+struct LogoutArgs {
     /// Only tokens for this endpoint.
     #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    endpoint: Option<String>,
     /// Only tokens of this user.
     #[arg(long)]
-    pub username: Option<String>,
+    username: Option<String>,
     /// Every cached token.
     #[arg(long, conflicts_with_all = ["endpoint", "username"])]
-    pub all: bool,
+    all: bool,
     /// Token cache directory (as for login).
     #[arg(long, value_name = "DIR", env = "KUBE_AUTHN_WEBHOOK_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
 }
 
-pub fn run(cmd: LoginCommand) -> ExitCode {
+fn run(cmd: LoginCommand) -> ExitCode {
     let (target, common) = match cmd {
         LoginCommand::Logout(args) => return logout(args),
         LoginCommand::Pcd(a) => (
@@ -183,7 +198,7 @@ pub fn run(cmd: LoginCommand) -> ExitCode {
     }
     let cache_dir = match resolve_cache_dir(common.cache_dir) {
         Ok(d) => d,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e.to_string()),
     };
     let exec_info = ExecInfo::parse(std::env::var("KUBERNETES_EXEC_INFO").ok().as_deref());
     let interactive = exec_info
@@ -270,7 +285,7 @@ fn logout(args: LogoutArgs) -> ExitCode {
     };
     let dir = match resolve_cache_dir(args.cache_dir) {
         Ok(d) => d,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(&e.to_string()),
     };
     match super::logout(&dir, endpoint.as_ref(), args.username.as_deref()) {
         Ok(removed) => {
@@ -289,15 +304,13 @@ fn logout(args: LogoutArgs) -> ExitCode {
     }
 }
 
-fn resolve_cache_dir(flag: Option<PathBuf>) -> Result<PathBuf, String> {
+fn resolve_cache_dir(flag: Option<PathBuf>) -> Result<PathBuf, LoginError> {
     if let Some(d) = flag {
         return Ok(d);
     }
     let xdg = std::env::var("XDG_CACHE_HOME").ok();
     let home = std::env::var("HOME").ok();
-    default_dir(xdg.as_deref(), home.as_deref()).ok_or_else(|| {
-        "no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir".to_owned()
-    })
+    default_dir(xdg.as_deref(), home.as_deref()).ok_or(LoginError::NoCacheDir)
 }
 
 fn usage(message: &str) -> ExitCode {
@@ -310,9 +323,9 @@ fn init_logging(verbose: bool) {
     // Without --verbose only our own warnings: other crates' errors (e.g. the
     // certificate verifier's) repeat what the error message already says.
     let default = if verbose {
-        "warn,kube_authn_webhook=debug"
+        concat!("warn,", env!("CARGO_CRATE_NAME"), "=debug")
     } else {
-        "off,kube_authn_webhook=warn"
+        concat!("off,", env!("CARGO_CRATE_NAME"), "=warn")
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -121,17 +121,32 @@ pub enum LoginError {
     )]
     LockTimeout { path: PathBuf, seconds: u64 },
 
-    #[error("--ca-file {}: {why}", .path.display())]
-    CaFile { path: PathBuf, why: String },
+    #[error("--ca-file {}: {error}", .path.display())]
+    CaFile { path: PathBuf, error: CaBundleError },
+
+    #[error("no cache directory: HOME and XDG_CACHE_HOME are unset; pass --cache-dir")]
+    NoCacheDir,
 }
 
 impl LoginError {
     /// The request never got an answer: a retry with other credentials
     /// cannot help, and a still-valid cached token is worth using instead.
-    pub fn is_transport(&self) -> bool {
+    pub(crate) fn is_transport(&self) -> bool {
         matches!(
             self,
             LoginError::Unreachable { .. } | LoginError::Tls { .. } | LoginError::Timeout { .. }
         )
     }
+}
+
+/// Why a PEM CA bundle (`--ca-file`, `--cluster-ca`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaBundleError {
+    #[error("cannot read: {0}")]
+    Read(#[from] std::io::Error),
+    /// The webhook's CA-file parser's verdict (no certificate, bad PEM).
+    #[error("{0}")]
+    Parse(String),
+    #[error("not a PEM certificate bundle: {0}")]
+    Certificates(reqwest::Error),
 }

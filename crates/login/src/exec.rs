@@ -7,25 +7,25 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-pub const API_V1: &str = "client.authentication.k8s.io/v1";
-pub const API_V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
+pub(crate) const API_V1: &str = "client.authentication.k8s.io/v1";
+pub(crate) const API_V1BETA1: &str = "client.authentication.k8s.io/v1beta1";
 
 /// What kubectl passed in `KUBERNETES_EXEC_INFO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecInfo {
+pub(crate) struct ExecInfo {
     /// The apiVersion to answer with (v1 unless kubectl asked for v1beta1).
-    pub api_version: &'static str,
+    pub(crate) api_version: &'static str,
     /// `spec.interactive`: kubectl gave the plugin the terminal
     /// (`interactiveMode: IfAvailable` with a terminal, or `Always`).
     /// `None` when the variable is absent: not run by kubectl.
-    pub interactive: Option<bool>,
+    pub(crate) interactive: Option<bool>,
 }
 
 impl ExecInfo {
     /// Parses the variable's value. An unreadable value is treated as absent
     /// rather than failing the login: the answer's shape is then v1, which
     /// every kubectl since 1.22 reads.
-    pub fn parse(raw: Option<&str>) -> ExecInfo {
+    pub(crate) fn parse(raw: Option<&str>) -> ExecInfo {
         let absent = ExecInfo {
             api_version: API_V1,
             interactive: None,
@@ -49,7 +49,7 @@ impl ExecInfo {
 }
 
 /// The `ExecCredential` kubectl reads from the plugin's stdout.
-pub fn exec_credential(api_version: &str, token: &str, expiry: u64) -> Value {
+pub(crate) fn exec_credential(api_version: &str, token: &str, expiry: u64) -> Value {
     json!({
         "apiVersion": api_version,
         "kind": "ExecCredential",

@@ -6,14 +6,24 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use openidconnect::{HttpRequest, HttpResponse};
+use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION};
 use serde_json::Value;
 
-use super::error::{LoginError, Service};
+use super::error::{CaBundleError, LoginError, Service};
 
 /// Answers larger than this are not token responses (Dex id_tokens with
 /// many groups reach 40-60 KB).
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A PEM CA bundle file, checked with the same parser as the webhook's CA
+/// files: a clear "no certificate" instead of an empty trust store.
+pub(crate) fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, CaBundleError> {
+    let pem = kube_authn_common::fs::read_bounded(path)?;
+    kube_authn_common::parse_ca_bundle(&pem).map_err(CaBundleError::Parse)?;
+    Ok(pem)
+}
 
 pub(crate) struct Http {
     client: reqwest::Client,
@@ -23,30 +33,48 @@ pub(crate) struct Http {
 
 /// A complete answer.
 pub(crate) struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Reply {
-    pub fn json(&self) -> Option<Value> {
+    pub(crate) fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
     }
 
     /// The start of a non-JSON body, for error messages.
-    pub fn snippet(&self) -> String {
-        let text = String::from_utf8_lossy(&self.body);
-        let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if one_line.chars().count() > 200 {
-            format!("{}...", one_line.chars().take(200).collect::<String>())
-        } else {
-            one_line
-        }
+    pub(crate) fn snippet(&self) -> String {
+        snippet(&self.body)
+    }
+
+    /// The answer as openidconnect reads it.
+    pub(crate) fn into_http(self, service: Service, url: &str) -> Result<HttpResponse, LoginError> {
+        let status = StatusCode::from_u16(self.status).map_err(|e| LoginError::BadResponse {
+            service,
+            url: url.to_owned(),
+            why: format!("HTTP status {}: {e}", self.status),
+        })?;
+        let mut response = HttpResponse::new(self.body);
+        *response.status_mut() = status;
+        *response.headers_mut() = self.headers;
+        Ok(response)
+    }
+}
+
+/// The start of a body, on one line, for error messages.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 200 {
+        format!("{}...", one_line.chars().take(200).collect::<String>())
+    } else {
+        one_line
     }
 }
 
 impl Http {
-    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Http, LoginError> {
+    pub(crate) fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Http, LoginError> {
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
@@ -57,17 +85,13 @@ impl Http {
                 env!("CARGO_PKG_VERSION")
             ));
         if let Some(path) = ca_file {
-            let ca_err = |why: String| LoginError::CaFile {
+            let ca_err = |error: CaBundleError| LoginError::CaFile {
                 path: path.to_owned(),
-                why,
+                error,
             };
-            let pem = kube_authn_common::fs::read_bounded(path)
-                .map_err(|e| ca_err(format!("cannot read: {e}")))?;
-            // Same parser as the webhook's CA files: a clear "no certificate"
-            // instead of an empty trust store.
-            kube_authn_common::parse_ca_bundle(&pem).map_err(ca_err)?;
+            let pem = read_ca_bundle(path).map_err(ca_err)?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ca_err(format!("not a PEM certificate bundle: {e}")))?;
+                .map_err(|e| ca_err(CaBundleError::Certificates(e)))?;
             // Like kubectl's certificate-authority: trust exactly these CAs.
             builder = builder.tls_certs_only(certs);
         }
@@ -84,7 +108,7 @@ impl Http {
         })
     }
 
-    pub async fn post_json(
+    pub(crate) async fn post_json(
         &self,
         service: Service,
         url: &str,
@@ -102,17 +126,27 @@ impl Http {
         self.send(service, url, req).await
     }
 
-    pub async fn post_form(
+    /// Sends a request openidconnect built (Dex's token requests), with this
+    /// client's limits, checks and error wording.
+    pub(crate) async fn send_http(
         &self,
         service: Service,
         url: &str,
-        form: &[(&str, &str)],
+        mut request: HttpRequest,
     ) -> Result<Reply, LoginError> {
-        let req = self.client.post(url).form(form);
+        // `send` sets Accept itself.
+        request.headers_mut().remove(ACCEPT);
+        let request = reqwest::Request::try_from(request).map_err(|e| {
+            LoginError::Usage(format!(
+                "cannot send a request to {url}: {}",
+                kube_authn_common::error_chain(&e)
+            ))
+        })?;
+        let req = reqwest::RequestBuilder::from_parts(self.client.clone(), request);
         self.send(service, url, req).await
     }
 
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         service: Service,
         url: &str,

@@ -15,29 +15,30 @@ use kube_authn_common::kubeconfig::SingleKubeconfig;
 
 use super::error::LoginError;
 use super::exec::API_V1;
+use super::http::read_ca_bundle;
 use super::{Endpoint, Target};
 
 /// The plugin options that go into the kubeconfig's `args` as given.
 #[derive(Debug, Default, Clone)]
-pub struct PluginOptions {
-    pub ca_file: Option<PathBuf>,
-    pub password_env: Option<String>,
-    pub cache_dir: Option<PathBuf>,
-    pub timeout: Option<Duration>,
-    pub lock_timeout: Option<Duration>,
+pub(crate) struct PluginOptions {
+    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) cache_dir: Option<PathBuf>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) lock_timeout: Option<Duration>,
 }
 
-pub struct Request<'a> {
-    pub target: &'a Target,
-    pub options: &'a PluginOptions,
+pub(crate) struct Request<'a> {
+    pub(crate) target: &'a Target,
+    pub(crate) options: &'a PluginOptions,
     /// What kubectl runs: a name on PATH or an absolute path.
-    pub command: &'a str,
+    pub(crate) command: &'a str,
     /// The cluster's API server URL.
-    pub cluster_server: &'a str,
+    pub(crate) cluster_server: &'a str,
     /// PEM CA bundle of the API server; without it kubectl uses the system roots.
-    pub cluster_ca: Option<&'a Path>,
+    pub(crate) cluster_ca: Option<&'a Path>,
     /// Default: the API server's host name.
-    pub cluster_name: Option<&'a str>,
+    pub(crate) cluster_name: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -57,7 +58,7 @@ struct Exec {
 }
 
 /// The kubeconfig, as YAML.
-pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
+pub(crate) fn generate(req: &Request<'_>) -> Result<String, LoginError> {
     let server = Endpoint::parse(req.cluster_server)
         .map_err(|_| {
             LoginError::Usage(format!(
@@ -75,11 +76,8 @@ pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
     let ca_data = match req.cluster_ca {
         None => None,
         Some(path) => {
-            let bad =
-                |why: String| LoginError::Usage(format!("--cluster-ca {}: {why}", path.display()));
-            let pem = kube_authn_common::fs::read_bounded(path)
-                .map_err(|e| bad(format!("cannot read: {e}")))?;
-            kube_authn_common::parse_ca_bundle(&pem).map_err(bad)?;
+            let pem = read_ca_bundle(path)
+                .map_err(|e| LoginError::Usage(format!("--cluster-ca {}: {e}", path.display())))?;
             Some(STANDARD.encode(&pem))
         }
     };
@@ -115,7 +113,7 @@ pub fn generate(req: &Request<'_>) -> Result<String, LoginError> {
 }
 
 /// `pcd|efa` and the flags that reproduce this login.
-pub fn plugin_args(target: &Target, o: &PluginOptions) -> Result<Vec<String>, LoginError> {
+pub(crate) fn plugin_args(target: &Target, o: &PluginOptions) -> Result<Vec<String>, LoginError> {
     let mut args: Vec<String> = vec![target.kind().into()];
     let mut flag = |name: &str, value: String| {
         args.push(format!("--{name}"));
@@ -147,11 +145,10 @@ pub fn plugin_args(target: &Target, o: &PluginOptions) -> Result<Vec<String>, Lo
     };
     if let Some(p) = &o.ca_file {
         // Checked now rather than at the first kubectl command.
-        let pem = kube_authn_common::fs::read_bounded(p).map_err(|e| {
-            LoginError::Usage(format!("--ca-file {}: cannot read: {e}", p.display()))
+        read_ca_bundle(p).map_err(|error| LoginError::CaFile {
+            path: p.clone(),
+            error,
         })?;
-        kube_authn_common::parse_ca_bundle(&pem)
-            .map_err(|e| LoginError::Usage(format!("--ca-file {}: {e}", p.display())))?;
         flag("ca-file", absolute(p, "ca-file")?);
     }
     if let Some(p) = &o.cache_dir {

@@ -10,20 +10,21 @@
 //! shortly before they expire, then renewed with the refresh token; only
 //! when that is refused is the password asked for again.
 
-pub mod cache;
+mod cache;
 pub mod cli;
+mod dex;
 mod efa;
-pub mod error;
+mod error;
 pub mod exec;
 mod http;
-pub mod kubeconfig;
-pub mod password;
+mod kubeconfig;
+mod password;
 mod pcd;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use error::LoginError;
+pub use error::{CaBundleError, LoginError, Service};
 
 /// aws-lc-rs as rustls's provider (reqwest's HTTPS); repeated calls are
 /// harmless.
@@ -70,16 +71,16 @@ impl Endpoint {
         Ok(Endpoint(s))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// `path` (starting with `/`) under the endpoint.
-    pub fn join(&self, path: &str) -> String {
+    pub(crate) fn join(&self, path: &str) -> String {
         format!("{}{path}", self.0)
     }
 
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         reqwest::Url::parse(&self.0)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -110,33 +111,33 @@ pub enum Target {
 }
 
 impl Target {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Target::Pcd { .. } => "pcd",
             Target::Efa { .. } => "efa",
         }
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         match self {
             Target::Pcd { endpoint, .. } | Target::Efa { endpoint, .. } => endpoint,
         }
     }
 
-    pub fn username(&self) -> &str {
+    pub(crate) fn username(&self) -> &str {
         match self {
             Target::Pcd { username, .. } | Target::Efa { username, .. } => username,
         }
     }
 
-    pub fn domain(&self) -> Option<&str> {
+    pub(crate) fn domain(&self) -> Option<&str> {
         match self {
             Target::Pcd { domain, .. } => domain.as_deref(),
             Target::Efa { .. } => None,
         }
     }
 
-    pub fn client_id(&self) -> Option<&str> {
+    pub(crate) fn client_id(&self) -> Option<&str> {
         match self {
             Target::Efa { client_id, .. } => client_id.as_deref(),
             Target::Pcd { .. } => None,
@@ -206,11 +207,11 @@ pub struct Credential {
 
 /// What a login or refresh returned.
 pub(crate) struct Issued {
-    pub token: String,
-    pub expiry: u64,
-    pub refresh_token: Option<String>,
-    pub dex_client_secret: Option<String>,
-    pub notice: Option<String>,
+    pub(crate) token: String,
+    pub(crate) expiry: u64,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) dex_client_secret: Option<String>,
+    pub(crate) notice: Option<String>,
 }
 
 /// A token for `login.target`: from the cache, by refresh, or by logging in.
@@ -344,7 +345,7 @@ fn store(
 }
 
 /// Removes cached tokens: those of `endpoint` and/or `username`, or all.
-pub fn logout(
+pub(crate) fn logout(
     cache_dir: &std::path::Path,
     endpoint: Option<&Endpoint>,
     username: Option<&str>,

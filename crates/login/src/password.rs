@@ -11,8 +11,9 @@ use std::io::Read;
 use super::error::LoginError;
 
 /// A secret string: `Debug` and `Display` print `***`, and the bytes are
-/// overwritten when it is dropped (best effort: copies made by the HTTP
-/// client's body encoding are out of reach).
+/// overwritten when it is dropped (best effort: copies made by
+/// openidconnect's secret types and by the HTTP client's body encoding are
+/// out of reach).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -22,11 +23,11 @@ impl Secret {
     }
 
     /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
@@ -75,7 +76,7 @@ impl PasswordSource {
     /// The source the command line asks for. `interactive` is what
     /// `KUBERNETES_EXEC_INFO` says (`spec.interactive`), or, when a person
     /// runs the command directly, whether stdin is a terminal.
-    pub fn choose(stdin: bool, env: Option<String>, interactive: bool) -> PasswordSource {
+    pub(crate) fn choose(stdin: bool, env: Option<String>, interactive: bool) -> PasswordSource {
         match (stdin, env) {
             (_, Some(name)) => PasswordSource::Env(name),
             (true, None) => PasswordSource::Stdin,
@@ -86,7 +87,12 @@ impl PasswordSource {
 
     /// Reads the password. `prompt` names what it is for; `endpoint` and
     /// `user` go into error messages.
-    pub fn read(&self, prompt: &str, endpoint: &str, user: &str) -> Result<Secret, LoginError> {
+    pub(crate) fn read(
+        &self,
+        prompt: &str,
+        endpoint: &str,
+        user: &str,
+    ) -> Result<Secret, LoginError> {
         let fail_with = |why: String, hint: &str| LoginError::NoPassword {
             endpoint: endpoint.to_owned(),
             user: user.to_owned(),

@@ -4,28 +4,21 @@
 //!    `X-Subject-Token` header of the 201 answer.
 //! 2. `GET /resmgr/v2/dexclients` with `x-auth-token`: a map of Dex client
 //!    id → secret; we need `kubernetes`.
-//! 3. `POST /dex/token` (form): `grant_type=password`, `client_id=kubernetes`,
-//!    the secret, the user's name and password,
-//!    `scope=openid offline_access groups email profile`, `connector_id=default`.
-//!    The `id_token` is the bearer token; `offline_access` brings a refresh
-//!    token, used later with `grant_type=refresh_token`.
+//! 3. Dex's password grant with that secret (`dex`): the `id_token` is the
+//!    bearer token; the refresh token that comes with it renews it later
+//!    (Dex's refresh grant, with the secret kept in the cache).
 
-use serde::Deserialize;
 use serde_json::json;
 
+use super::cache::Entry;
+use super::dex;
 use super::error::{LoginError, Service};
-use super::exec::jwt_exp;
-use super::http::{Http, Reply};
+use super::http::Http;
 use super::password::Secret;
-use super::{Issued, Target, cache::Entry, service_message};
-
-pub const DEX_CLIENT_ID: &str = "kubernetes";
-pub const DEX_SCOPE: &str = "openid offline_access groups email profile";
-pub const DEX_CONNECTOR: &str = "default";
+use super::{Issued, Target, service_message};
 
 const KEYSTONE_PATH: &str = "/keystone/v3/auth/tokens";
 const DEXCLIENTS_PATH: &str = "/resmgr/v2/dexclients";
-const DEX_TOKEN_PATH: &str = "/dex/token";
 
 pub(crate) async fn login(
     http: &Http,
@@ -36,23 +29,15 @@ pub(crate) async fn login(
     let keystone_token = keystone_token(http, target, password).await?;
     let client_secret = dex_client_secret(http, target, &keystone_token).await?;
     drop(keystone_token);
-    let url = target.endpoint().join(DEX_TOKEN_PATH);
-    let reply = http
-        .post_form(
-            Service::Dex,
-            &url,
-            &[
-                ("grant_type", "password"),
-                ("client_id", DEX_CLIENT_ID),
-                ("client_secret", client_secret.expose()),
-                ("username", target.username()),
-                ("password", password.expose()),
-                ("scope", DEX_SCOPE),
-                ("connector_id", DEX_CONNECTOR),
-            ],
-        )
-        .await?;
-    let mut issued = dex_tokens(&url, "password", &reply, now)?;
+    let mut issued = dex::password_grant(
+        http,
+        target.endpoint(),
+        &client_secret,
+        target.username(),
+        password,
+        now,
+    )
+    .await?;
     issued.dex_client_secret = Some(client_secret.expose().to_owned());
     Ok(issued)
 }
@@ -63,26 +48,12 @@ pub(crate) async fn refresh(
     old: &Entry,
     now: u64,
 ) -> Result<Issued, LoginError> {
-    let url = target.endpoint().join(DEX_TOKEN_PATH);
     let (Some(refresh_token), Some(secret)) = (&old.refresh_token, &old.dex_client_secret) else {
         return Err(LoginError::Usage(
             "the cache holds no refresh token or client secret".to_owned(),
         ));
     };
-    // No scope: Dex then grants the scopes of the original login.
-    let reply = http
-        .post_form(
-            Service::Dex,
-            &url,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", DEX_CLIENT_ID),
-                ("client_secret", secret),
-                ("refresh_token", refresh_token),
-            ],
-        )
-        .await?;
-    dex_tokens(&url, "refresh_token", &reply, now)
+    dex::refresh_grant(http, target.endpoint(), secret, refresh_token, now).await
 }
 
 async fn keystone_token(
@@ -245,7 +216,7 @@ async fn dex_client_secret(
                 reply.snippet()
             ),
         })?;
-    match clients.get(DEX_CLIENT_ID).and_then(|v| v.as_str()) {
+    match clients.get(dex::CLIENT_ID).and_then(|v| v.as_str()) {
         Some(secret) if !secret.is_empty() => Ok(Secret::new(secret)),
         _ => {
             let mut names: Vec<&str> = clients.keys().map(String::as_str).collect();
@@ -257,96 +228,5 @@ async fn dex_client_secret(
             };
             Err(LoginError::NoKubernetesClient { url, listed })
         }
-    }
-}
-
-#[derive(Deserialize)]
-struct DexTokenResponse {
-    id_token: Option<String>,
-    refresh_token: Option<String>,
-    expires_in: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct OAuthError {
-    error: String,
-    error_description: Option<String>,
-}
-
-fn dex_tokens(
-    url: &str,
-    grant: &'static str,
-    reply: &Reply,
-    now: u64,
-) -> Result<Issued, LoginError> {
-    if reply.status != 200 {
-        if let Ok(e) = serde_json::from_slice::<OAuthError>(&reply.body) {
-            return Err(LoginError::DexRefused {
-                url: url.to_owned(),
-                grant,
-                hint: dex_hint(grant, &e.error),
-                error: e.error,
-                description: e
-                    .error_description
-                    .filter(|d| !d.is_empty())
-                    .map(|d| format!(": {d}"))
-                    .unwrap_or_default(),
-            });
-        }
-        return Err(LoginError::Http {
-            service: Service::Dex,
-            url: url.to_owned(),
-            status: reply.status,
-            detail: service_message(reply),
-            hint: if reply.status == 404 {
-                "no Dex at this path: is PCD-K's Dex enabled on this region?".to_owned()
-            } else {
-                "Dex is failing: try again later, or tell your PCD administrator".to_owned()
-            },
-        });
-    }
-    let bad = |why: String| LoginError::BadResponse {
-        service: Service::Dex,
-        url: url.to_owned(),
-        why,
-    };
-    let tokens: DexTokenResponse = serde_json::from_slice(&reply.body)
-        .map_err(|e| bad(format!("not a token response ({e}): {}", reply.snippet())))?;
-    let id_token = tokens
-        .id_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| bad("no id_token (was the openid scope dropped?)".to_owned()))?;
-    let expiry = jwt_exp(&id_token)
-        .or_else(|| tokens.expires_in.map(|s| now.saturating_add(s)))
-        .ok_or_else(|| bad("the id_token has no exp and the answer no expires_in".to_owned()))?;
-    Ok(Issued {
-        token: id_token,
-        expiry,
-        refresh_token: tokens.refresh_token.filter(|t| !t.is_empty()),
-        dex_client_secret: None,
-        notice: None,
-    })
-}
-
-fn dex_hint(grant: &str, error: &str) -> String {
-    match (grant, error) {
-        ("password", "access_denied" | "invalid_grant") => {
-            "Keystone accepted this user name and password, but Dex's Keystone connector did not: \
-             ask your PCD administrator to check Dex (connector_id=default)"
-                .to_owned()
-        }
-        (_, "invalid_client" | "unauthorized_client") => {
-            "Dex does not accept the secret resmgr lists for client `kubernetes`: tell your PCD \
-             administrator the two disagree"
-                .to_owned()
-        }
-        (_, "unsupported_grant_type") => format!(
-            "this Dex does not allow the {grant} grant for client `kubernetes`: tell your PCD \
-             administrator"
-        ),
-        (_, "invalid_scope") => {
-            format!("Dex refused the scopes {DEX_SCOPE:?}: tell your PCD administrator")
-        }
-        _ => "tell your PCD administrator what Dex said".to_owned(),
     }
 }

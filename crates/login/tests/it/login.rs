@@ -494,6 +494,35 @@ async fn password_never_reaches_logs_cache_or_stderr() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_logs_the_plugins_own_steps_without_rust_log() {
+    // Nothing listens on port 1: the login stops at its first request.
+    let sb = Sandbox::new("");
+    let mut args: Vec<String> = [
+        "pcd",
+        "--endpoint",
+        "https://127.0.0.1:1",
+        "--username",
+        PCD_USER,
+        "--password-env",
+        "PW",
+    ]
+    .map(String::from)
+    .into();
+    let quiet = failure(&sb.run(&args, PCD_PASSWORD).await, &[PCD_PASSWORD]);
+    assert!(quiet.starts_with("error: cannot reach Keystone"), "{quiet}");
+    assert!(
+        !quiet.contains("request"),
+        "quiet without --verbose: {quiet}"
+    );
+    args.push("--verbose".into());
+    let verbose = failure(&sb.run(&args, PCD_PASSWORD).await, &[PCD_PASSWORD]);
+    assert!(
+        verbose.contains("request") && verbose.contains("/keystone/v3/auth/tokens"),
+        "--verbose logs the steps: {verbose}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_says_so_and_caches_nothing() {
     let ca = new_ca();
     let du = Pcd::start(&ca, Clock::System).await;
