@@ -1,12 +1,10 @@
-//! Keys fetched from an issuer: OIDC discovery (openidconnect's metadata type)
-//! or a plain JWKS URL. One fetch at a time per issuer; the last good key set
+//! Keys fetched from an issuer: OIDC discovery or a plain JWKS URL. One fetch at a time per issuer; the last good key set
 //! stays in use when a fetch fails; unknown-`kid` refetches are rate-limited.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use openidconnect::core::CoreProviderMetadata;
 use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
 use tokio::sync::Mutex;
 
@@ -327,22 +325,44 @@ async fn discover(
         issuer.trim_end_matches('/')
     );
     let (body, _) = get_bounded(client, &url, limit, timeout).await?;
-    let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
+    let metadata: Discovery = serde_json::from_slice(&body)
         .map_err(|e| FetchError::Invalid(format!("{url}: not an OIDC discovery document: {e}")))?;
-    let got = metadata.issuer().as_str();
-    if got != issuer {
+    if metadata.issuer != issuer {
         return Err(FetchError::IssuerMismatch {
             expected: issuer.to_owned(),
-            got: got.to_owned(),
+            got: metadata.issuer,
         });
     }
-    let jwks_uri = metadata.jwks_uri().as_str().to_owned();
+    let jwks_uri = metadata.jwks_uri;
+    if reqwest::Url::parse(&jwks_uri).is_err() {
+        return Err(FetchError::Invalid(format!(
+            "{url}: jwks_uri {jwks_uri:?} is not a URL"
+        )));
+    }
     if !jwks_uri.starts_with("https://") {
         return Err(FetchError::Invalid(format!(
             "{url}: jwks_uri {jwks_uri:?} is not https"
         )));
     }
     Ok(jwks_uri)
+}
+
+/// The OpenID Provider Metadata members OIDC Discovery 1.0 (section 3)
+/// requires; a document without one of them is not a discovery document.
+/// Only `issuer` and `jwks_uri` are used. (openidconnect's metadata type
+/// reads the same, at the price of its signing stack in the server.)
+#[derive(serde::Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(rename = "authorization_endpoint")]
+    _authorization_endpoint: String,
+    #[serde(rename = "response_types_supported")]
+    _response_types_supported: Vec<String>,
+    #[serde(rename = "subject_types_supported")]
+    _subject_types_supported: Vec<String>,
+    #[serde(rename = "id_token_signing_alg_values_supported")]
+    _id_token_signing_alg_values_supported: Vec<String>,
 }
 
 async fn get_bounded(
@@ -412,6 +432,28 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Dex's document is read; one without a member OIDC Discovery requires
+    /// is not a discovery document (as with openidconnect's type before).
+    #[test]
+    fn discovery_needs_the_required_members() {
+        let dex = crate::cmd::demo::issuer::discovery_document("https://d/dex", "https://d/dex");
+        let d: Discovery = serde_json::from_value(dex.clone()).unwrap();
+        assert_eq!(d.jwks_uri, "https://d/dex/keys");
+        for member in [
+            "issuer",
+            "jwks_uri",
+            "authorization_endpoint",
+            "response_types_supported",
+        ] {
+            let mut doc = dex.clone();
+            doc.as_object_mut().unwrap().remove(member);
+            assert!(
+                serde_json::from_value::<Discovery>(doc).is_err(),
+                "{member}"
+            );
+        }
+    }
 
     #[test]
     fn max_age_is_read_from_cache_control() {
