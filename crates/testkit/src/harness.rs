@@ -137,24 +137,10 @@ pub fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
     p
 }
 
-/// Issuer YAML for a Dex-like dev issuer, as PCD-K configures it.
+/// Issuer YAML for a Dex-like dev issuer, as PCD-K configures it, with the
+/// harness's defaults (`DexIssuer::new`).
 pub fn dex_issuer_yaml(name: &str, issuer_url: &str) -> String {
-    format!(
-        r#"
-  - name: {name}
-    kind: oidc
-    url: {issuer_url}
-    certificate_authority_file: ca.crt
-    audiences: [kubernetes]
-    algorithms: [RS256, ES256, EdDSA]
-    jwks_min_refetch_interval: 1s
-    claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
-      uid: {{claim: sub}}
-      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
-"#
-    )
+    crate::config::DexIssuer::new(name, issuer_url).yaml()
 }
 
 /// An HTTPS client trusting `ca_pem`, presenting `identity` when given.

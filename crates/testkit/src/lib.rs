@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bench;
+pub mod bin;
+pub mod config;
 pub mod harness;
 pub mod issuer;
 pub mod standins;

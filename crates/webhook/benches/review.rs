@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use kube_authn_common::clock::{Clock, unix_now};
+use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{dex_claims, issuer::TestIssuer, tokens::refused_token};
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::pki::Ca;
@@ -151,19 +152,13 @@ fn config_yaml(url: &str, alg: Algorithm, cache: &str) -> String {
   tls: {{cert_file: tls.crt, key_file: tls.key}}
 telemetry: {{listen: 127.0.0.1:0, log_format: json}}
 cache: {cache}
-issuers:
-  - name: dex
-    kind: oidc
-    url: {url}
-    certificate_authority_file: ca.crt
-    audiences: [kubernetes]
-    algorithms: [{alg:?}]
-    claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
-      uid: {{claim: sub}}
-      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
-"#
+issuers:{issuer}"#,
+        issuer = DexIssuer {
+            algorithms: &format!("[{alg:?}]"),
+            min_refetch: None,
+            ..DexIssuer::new("dex", url)
+        }
+        .yaml()
     )
 }
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use kube_authn_common::clock::unix_now;
+use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{DevKey, dex_claims, issuer::TestIssuer, tokens::refused_token};
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::pki::Ca;
@@ -270,19 +271,12 @@ server:
   tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}}}
 {workers}telemetry: {{listen: 127.0.0.1:{tport}, log_format: json}}
 cache: {cache}
-issuers:
-  - name: dex
-    kind: oidc
-    url: {url}
-    certificate_authority_file: ca.crt
-    audiences: [kubernetes]
-    algorithms: [RS256, ES256, EdDSA]
-    claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
-      uid: {{claim: sub}}
-      extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
-"#
+issuers:{issuer}"#,
+        issuer = DexIssuer {
+            min_refetch: None,
+            ..DexIssuer::new("dex", url)
+        }
+        .yaml()
     )
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, Header};
 use kube_authn_common::clock::unix_now;
+use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{DevKey, dex_claims, issuer::TestIssuer};
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::pki::{Ca, Issued};
@@ -118,15 +119,8 @@ async fn main() -> Result<(), String> {
   tls: {{cert_file: tls.crt, key_file: tls.key, reload_interval: 1s}}
 telemetry: {{listen: 127.0.0.1:{tport}, log_format: json}}
 cache: {{max_entries: 20000, max_ttl: 5m, negative_ttl: 10s}}
-issuers:
-  - name: dex
-    kind: oidc
-    url: {url}
-    certificate_authority_file: ca.crt
-    audiences: [kubernetes]
-    jwks_min_refetch_interval: 1s
-"#,
-        url = issuer.url()
+issuers:{issuer}"#,
+        issuer = DexIssuer::new("dex", issuer.url()).yaml()
     );
     std::fs::write(d.join("config.yaml"), config).map_err(io)?;
     let log_path = d.join("server.log");

@@ -16,8 +16,11 @@ use kube_authn_login::{
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use kube_authn_testkit::bin::Binary;
 use kube_authn_testkit::harness::*;
 use kube_authn_testkit::standins::*;
+
+const PLUGIN: Binary = Binary::new(env!("CARGO_BIN_EXE_kube-authn-login"));
 
 const INTERACTIVE_NO: &str = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#;
 
@@ -50,15 +53,11 @@ impl Sandbox {
     /// The plugin with a clean environment: HOME in the sandbox, the
     /// password in PW, and what kubectl sets for a non-interactive run.
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-login"));
+        let mut c = PLUGIN.command();
         c.env_clear()
             .env("HOME", self.home())
             .env("KUBERNETES_EXEC_INFO", INTERACTIVE_NO)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .args(args);
         c
     }
 

@@ -1,19 +1,15 @@
 //! The binary itself: `check-config` and `demo --once`.
 
+use std::path::Path;
 use std::process::Command;
 
+use kube_authn_testkit::bin::Binary;
 use kube_authn_testkit::harness::write;
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
-}
+const WEBHOOK: Binary = Binary::new(env!("CARGO_BIN_EXE_kube-authn-webhook"));
 
-fn check_config(config: &std::path::Path) -> std::process::Output {
-    bin()
-        .args(["check-config", "--config"])
-        .arg(config)
-        .output()
-        .unwrap()
+fn check_config(config: &Path) -> std::process::Output {
+    WEBHOOK.run(&[Path::new("check-config"), Path::new("--config"), config])
 }
 
 /// A temporary directory holding tls.crt and tls.key.
@@ -81,10 +77,7 @@ fn check_config_refuses_unknown_fields_and_unreadable_files() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 
-    let out = bin()
-        .args(["check-config", "--config", "/nonexistent/config.yaml"])
-        .output()
-        .unwrap();
+    let out = WEBHOOK.run(&["check-config", "--config", "/nonexistent/config.yaml"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml"));
 }
@@ -121,17 +114,14 @@ issuers:
 
 #[test]
 fn serve_exits_with_a_clear_message_on_bad_config() {
-    let out = bin()
-        .args(["serve", "--config", "/nonexistent/config.yaml"])
-        .output()
-        .unwrap();
+    let out = WEBHOOK.run(&["serve", "--config", "/nonexistent/config.yaml"]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
 
 #[test]
 fn demo_once_shows_an_authenticated_round_trip() {
-    let out = bin().args(["demo", "--once"]).output().unwrap();
+    let out = WEBHOOK.run(&["demo", "--once"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -164,11 +154,10 @@ async fn serve_drains_and_exits_0_on_sigterm() {
             kube_authn_testkit::harness::dex_issuer_yaml("dex", issuer.url())
         ),
     );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-authn-webhook"))
+    let mut child = WEBHOOK
+        .command()
         .args(["serve", "--config"])
         .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());

@@ -7,7 +7,7 @@
 //! Self-contained on purpose: nothing here depends on the other test modules.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::{Clock, unix_now};
+use kube_authn_testkit::bin::Binary;
+use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{dex_claims, issuer::TestIssuer};
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::http as server;
@@ -28,28 +30,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use serde_norway::Value as Yaml;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-authn-webhook");
+const WEBHOOK: Binary = Binary::new(env!("CARGO_BIN_EXE_kube-authn-webhook"));
 const SANS: &str = "127.0.0.1,localhost,authn-webhook.kube-system.svc";
 const API_AUDIENCE: &str = "https://kubernetes.default.svc";
 const KEY_FILES: [&str; 3] = ["ca.key", "tls.key", "apiserver-client.key"];
 const CERT_FILES: [&str; 3] = ["ca.crt", "tls.crt", "apiserver-client.crt"];
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {BIN}: {e}"))
+    WEBHOOK.run(args)
 }
 
 fn stdout_of(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
+    WEBHOOK.stdout_of(args)
 }
 
 fn path_str(p: &Path) -> &str {
@@ -558,17 +550,13 @@ async fn the_generated_kubeconfig_gets_a_tokenreview_over_mtls() {
   workers: 1
   tls: {{cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt}}
 telemetry: {{listen: 127.0.0.1:0, log_format: text}}
-issuers:
-  - name: pcd-dex
-    kind: oidc
-    url: {url}
-    certificate_authority_file: issuer-ca.crt
-    audiences: [kubernetes]
-    claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
-"#,
-        url = issuer.url()
+issuers:{issuer}"#,
+        issuer = DexIssuer {
+            ca_file: "issuer-ca.crt",
+            min_refetch: None,
+            ..DexIssuer::new("pcd-dex", issuer.url())
+        }
+        .yaml()
     );
     let config_path = pki.join("config.yaml");
     std::fs::write(&config_path, config_text).expect("write config");
