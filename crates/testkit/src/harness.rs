@@ -375,6 +375,17 @@ pub fn jane(issuer_url: &str) -> Value {
     )
 }
 
+/// EFA's `netadmin` with the roles the stand-in and the tests' tokens carry,
+/// mapped with the `efa:` prefixes.
+pub fn assert_efa_netadmin(answer: &Value) {
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(answer["status"]["user"]["username"], "efa:netadmin");
+    assert_eq!(
+        answer["status"]["user"]["groups"],
+        json!(["efa:FabricAdmin", "efa:NetworkOperator"])
+    );
+}
+
 pub fn assert_rejected(answer: &Value) {
     assert_eq!(answer["status"]["authenticated"], json!(false), "{answer}");
     assert!(

@@ -13,7 +13,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{HttpResponse, web};
 use jsonwebtoken::Algorithm;
 use kube_authn_webhook::cmd::demo::issuer::{
-    DevKey, discovery_document, jwks_document, rustls_server_config,
+    DevKey, discovery_document, jwks_document, serve_loopback,
 };
 use kube_authn_webhook::pki::Ca;
 use serde_json::{Value, json};
@@ -92,10 +92,6 @@ impl TestIssuer {
             .cloned()
             .ok_or("test issuer: no key to sign with")?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let tls = ca
-            .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 30)
-            .map_err(|e| e.to_string())?;
-        let config = rustls_server_config(&tls.cert_pem, &tls.key_pem)?;
         let state = Arc::new(State {
             url: format!("https://{addr}/dex"),
             keys: RwLock::new(keys),
@@ -106,23 +102,14 @@ impl TestIssuer {
             jwks_hits: AtomicUsize::new(0),
         });
         let data = web::Data::from(state.clone());
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
+        let handle = serve_loopback(ca, listener, 1, move |app| {
+            app.app_data(data.clone())
                 .route(
                     "/dex/.well-known/openid-configuration",
                     web::get().to(discovery),
                 )
-                .route("/dex/keys", web::get().to(jwks))
-        })
-        .workers(1)
-        .shutdown_timeout(0)
-        .disable_signals()
-        .listen_rustls_0_23(listener, config)
-        .map_err(|e| e.to_string())?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+                .route("/dex/keys", web::get().to(jwks));
+        })?;
         Ok(TestIssuer {
             state,
             handle,

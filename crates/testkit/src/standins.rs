@@ -23,7 +23,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kube_authn_common::clock::Clock;
 use kube_authn_webhook::cmd::demo::apiserver_request;
 use kube_authn_webhook::cmd::demo::issuer::{
-    DevKey, dex_claims, discovery_document, jwks_document, rustls_server_config,
+    DevKey, dex_claims, discovery_document, jwks_document, serve_loopback,
 };
 use kube_authn_webhook::pki::Ca;
 use kube_authn_webhook::wire::ApiVersion;
@@ -117,20 +117,7 @@ fn start_server(
     listener: TcpListener,
     app: impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static,
 ) -> ServerHandle {
-    let tls = ca
-        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
-        .unwrap();
-    let config = rustls_server_config(&tls.cert_pem, &tls.key_pem).unwrap();
-    let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(app.clone()))
-        .workers(2)
-        .shutdown_timeout(0)
-        .disable_signals()
-        .listen_rustls_0_23(listener, config)
-        .unwrap()
-        .run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    handle
+    serve_loopback(ca, listener, 2, app).unwrap()
 }
 
 // --- PCD-K ------------------------------------------------------------------

@@ -47,14 +47,7 @@ impl Prepared {
         // (issuers with problems are left out) gets its files read too, so
         // one run lists everything.
         let prepared = prepare(config, &mut problems);
-        if problems.is_empty() {
-            Ok(prepared)
-        } else {
-            Err(ConfigError {
-                file: path.to_owned(),
-                problems: problems.into_vec(),
-            })
-        }
+        problems.or_value(prepared, path)
     }
 }
 

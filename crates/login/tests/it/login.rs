@@ -1139,13 +1139,7 @@ async fn efa_token_from_the_plugin_is_accepted_by_the_webhook() {
     )
     .await;
     let cred = stdout_json(&sb.run(&sb.efa_args(&efa.url()), EFA_PASSWORD).await);
-    let answer = h.review(&token_of(&cred)).await;
-    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
-    assert_eq!(answer["status"]["user"]["username"], "efa:netadmin");
-    assert_eq!(
-        answer["status"]["user"]["groups"],
-        json!(["efa:FabricAdmin", "efa:NetworkOperator"])
-    );
+    assert_efa_netadmin(&h.review(&token_of(&cred)).await);
 }
 
 /// The whole chain with a real kubectl: the printed kubeconfig makes kubectl

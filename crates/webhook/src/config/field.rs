@@ -130,12 +130,16 @@ impl Problems {
         self.0.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub(crate) fn into_vec(self) -> Vec<Problem> {
-        self.0
+    /// `value` when no problem was found, else every problem of `file`.
+    pub(crate) fn or_value<T>(self, value: T, file: &std::path::Path) -> Result<T, ConfigError> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError {
+                file: file.to_owned(),
+                problems: self.0,
+            })
+        }
     }
 }
 

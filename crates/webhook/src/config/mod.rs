@@ -165,14 +165,7 @@ impl Config {
     /// The files it names are not read: `prepare::Prepared::load` does that.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let (config, problems) = validate(text, path)?;
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                file: path.to_owned(),
-                problems: problems.into_vec(),
-            })
-        }
+        problems.or_value(config, path)
     }
 }
 

@@ -136,7 +136,7 @@ pub fn jwks_document<'a>(keys: impl IntoIterator<Item = &'a DevKey>) -> Value {
 }
 
 /// A rustls server config for a PEM certificate chain and key.
-pub fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -149,6 +149,33 @@ pub fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::Ser
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| e.to_string())
+}
+
+/// Serves `routes` over HTTPS on `listener` (a loopback port) with a
+/// certificate for 127.0.0.1 and localhost signed by `ca`, on `workers`
+/// threads, in the background; the handle stops it. The demo's issuer and
+/// the test kit's issuer and stand-ins all run on this.
+pub fn serve_loopback(
+    ca: &Ca,
+    listener: TcpListener,
+    workers: usize,
+    routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static,
+) -> Result<ServerHandle, String> {
+    let tls = ca
+        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
+        .map_err(|e| e.to_string())?;
+    let config = rustls_server_config(&tls.cert_pem, &tls.key_pem)?;
+    let server =
+        actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
+            .workers(workers)
+            .shutdown_timeout(0)
+            .disable_signals()
+            .listen_rustls_0_23(listener, config)
+            .map_err(|e| e.to_string())?
+            .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    Ok(handle)
 }
 
 struct State {
@@ -170,18 +197,13 @@ impl DemoIssuer {
         let listener =
             TcpListener::bind(addr).map_err(|e| format!("demo issuer: cannot bind {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let tls = ca
-            .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)
-            .map_err(|e| e.to_string())?;
-        let config = rustls_server_config(&tls.cert_pem, &tls.key_pem)?;
         let state = Arc::new(State {
             url: format!("https://{addr}/dex"),
             key: DevKey::generate(alg)?,
         });
         let data = web::Data::from(state.clone());
-        let server = actix_web::HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(data.clone())
+        let handle = serve_loopback(ca, listener, 1, move |app| {
+            app.app_data(data.clone())
                 .route(
                     "/dex/.well-known/openid-configuration",
                     web::get().to(|s: web::Data<State>| async move {
@@ -193,16 +215,8 @@ impl DemoIssuer {
                     web::get().to(|s: web::Data<State>| async move {
                         HttpResponse::Ok().json(jwks_document([&s.key]))
                     }),
-                )
-        })
-        .workers(1)
-        .shutdown_timeout(0)
-        .disable_signals()
-        .listen_rustls_0_23(listener, config)
-        .map_err(|e| e.to_string())?
-        .run();
-        let handle = server.handle();
-        tokio::spawn(server);
+                );
+        })?;
         Ok(DemoIssuer { state, handle })
     }
 
