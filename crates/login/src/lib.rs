@@ -167,7 +167,7 @@ impl Target {
 }
 
 /// Everything one `pcd|efa` login needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Login {
     pub target: Target,
     /// PEM CA bundle to trust (only these CAs) for the endpoint's HTTPS.

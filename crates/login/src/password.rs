@@ -8,22 +8,24 @@
 use std::fmt;
 use std::io::Read;
 
+use zeroize::Zeroizing;
+
 use super::error::LoginError;
 
 /// A secret string: `Debug` and `Display` print `***`, and the bytes are
-/// overwritten when it is dropped (best effort: copies made by
+/// zeroed when it is dropped (`zeroize`; best effort: copies made by
 /// openidconnect's secret types and by the HTTP client's body encoding are
-/// out of reach).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// out of reach). Neither `Clone` nor `PartialEq`: a copy is a second
+/// secret to wipe, and a comparison a timing side channel.
+pub struct Secret(Zeroizing<String>);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
+        Secret(Zeroizing::new(value.into()))
     }
 
     /// The secret itself, for the one place that must send it.
-    pub(crate) fn expose(&self) -> &str {
+    pub fn expose(&self) -> &str {
         &self.0
     }
 
@@ -44,20 +46,11 @@ impl fmt::Display for Secret {
     }
 }
 
-impl Drop for Secret {
-    fn drop(&mut self) {
-        let mut bytes = std::mem::take(&mut self.0).into_bytes();
-        bytes.iter_mut().for_each(|b| *b = 0);
-        // Keeps the compiler from dropping the writes as dead stores.
-        std::hint::black_box(&bytes);
-    }
-}
-
 /// The largest password accepted on stdin; anything longer is a mistake
 /// (a file piped in by accident).
 const MAX_STDIN_BYTES: u64 = 64 * 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum PasswordSource {
     /// Ask on the terminal (`/dev/tty`), without echo.
     Prompt,
@@ -106,7 +99,8 @@ impl PasswordSource {
             )
         };
         let secret = match self {
-            PasswordSource::Given(s) => s.clone(),
+            // A second copy, wiped on drop like the first.
+            PasswordSource::Given(s) => Secret::new(s.expose()),
             PasswordSource::Env(name) => match std::env::var(name) {
                 Ok(v) => Secret::new(v),
                 Err(std::env::VarError::NotPresent) => {

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
+use zeroize::Zeroizing;
 
 use crate::config::{self, Config, ConfigError, FieldPath, Problems};
 use crate::keys::{self, VerifyKey};
@@ -100,7 +101,8 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
     }
     if let Some(p) = &spec.keys.hmac_secret_file {
         let field = at.field("keys").field("hmac_secret_file");
-        if let Some(bytes) = read(problems, &field, p) {
+        // The file's bytes are wiped once the key holds its copy.
+        if let Some(bytes) = read(problems, &field, p).map(Zeroizing::new) {
             match keys::hmac_secret(&bytes) {
                 Ok(k) => static_keys.push(k),
                 Err(e) => problems.add(&field, e),

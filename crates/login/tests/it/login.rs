@@ -307,13 +307,13 @@ async fn pcd_refreshes_shortly_before_exp_and_stores_the_rotated_refresh_token()
     clock.set(first.expiry - 301);
     let again = obtain(&no_password).await.unwrap();
     assert_eq!(again.outcome, Outcome::Cached);
-    assert_eq!(again.token, first.token);
+    assert_eq!(again.token.expose(), first.token.expose());
     assert_eq!(du.counts().dex_refresh, 0);
 
     clock.set(first.expiry - 299);
     let renewed = obtain(&no_password).await.unwrap();
     assert_eq!(renewed.outcome, Outcome::Refreshed);
-    assert_ne!(renewed.token, first.token);
+    assert_ne!(renewed.token.expose(), first.token.expose());
     assert_eq!(renewed.expiry, first.expiry - 299 + 86_399);
     let c = du.counts();
     assert_eq!((c.keystone, c.dex_password, c.dex_refresh), (1, 1, 1));
@@ -334,7 +334,7 @@ async fn pcd_refreshes_shortly_before_exp_and_stores_the_rotated_refresh_token()
     // And the renewed token is reused in turn.
     let again = obtain(&no_password).await.unwrap();
     assert_eq!(again.outcome, Outcome::Cached);
-    assert_eq!(again.token, renewed.token);
+    assert_eq!(again.token.expose(), renewed.token.expose());
     assert!(du.problems().is_empty(), "{:?}", du.problems());
 }
 
@@ -350,7 +350,7 @@ async fn pcd_refused_refresh_falls_back_to_a_full_login() {
     clock.set(first.expiry + 10);
     let second = obtain(&login).await.unwrap();
     assert_eq!(second.outcome, Outcome::LoggedIn);
-    assert_ne!(second.token, first.token);
+    assert_ne!(second.token.expose(), first.token.expose());
     assert_eq!(
         du.counts(),
         PcdCounts {
@@ -374,7 +374,7 @@ async fn pcd_refused_refresh_falls_back_to_a_full_login() {
     clock.set(second.expiry - 30);
     let c = obtain(&no_password).await.unwrap();
     assert_eq!(c.outcome, Outcome::CachedRenewalFailed);
-    assert_eq!(c.token, second.token);
+    assert_eq!(c.token.expose(), second.token.expose());
     assert!(c.notices[0].contains("expires in 30 s"), "{:?}", c.notices);
     assert!(
         c.notices[0].contains("a password is needed"),
@@ -400,7 +400,7 @@ async fn pcd_unreachable_renewal_hands_out_the_still_valid_token() {
     clock.set(first.expiry - 60);
     let c = obtain(&login).await.unwrap();
     assert_eq!(c.outcome, Outcome::CachedRenewalFailed);
-    assert_eq!(c.token, first.token);
+    assert_eq!(c.token.expose(), first.token.expose());
     assert!(
         c.notices[0].contains("valid for 60 s more"),
         "{:?}",
@@ -1013,7 +1013,7 @@ async fn efa_refresh_rotates_and_a_refused_refresh_logs_in_again() {
     let no_password = in_process(&sb, target.clone(), PasswordSource::Unavailable, &clock);
     let second = obtain(&no_password).await.unwrap();
     assert_eq!(second.outcome, Outcome::Refreshed);
-    assert_ne!(second.token, first.token);
+    assert_ne!(second.token.expose(), first.token.expose());
     let r2 = sb.entry()["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
     assert!(!efa.refresh_token_is_valid(&r1) && efa.refresh_token_is_valid(&r2));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use x509_parser::oid_registry::{
     OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
@@ -347,9 +347,10 @@ fn from_jwk(value: serde_json::Value) -> Result<Option<VerifyKey>, String> {
     };
     let alg = match jwk.common.key_algorithm {
         None => None,
-        Some(ka) => {
-            Some(jwk_alg(ka).ok_or_else(|| format!("alg {ka:?} is not a signature algorithm"))?)
-        }
+        Some(ka) => Some(
+            Algorithm::try_from(ka)
+                .map_err(|_| format!("alg {ka:?} is not a signature algorithm"))?,
+        ),
     };
     if let Some(a) = alg
         && !kind.accepts(a)
@@ -357,25 +358,6 @@ fn from_jwk(value: serde_json::Value) -> Result<Option<VerifyKey>, String> {
         return Err(format!("alg {a:?} does not fit a {kind:?} key"));
     }
     Ok(Some(VerifyKey::with_alg(jwk.common.key_id, kind, alg, key)))
-}
-
-fn jwk_alg(ka: KeyAlgorithm) -> Option<Algorithm> {
-    use Algorithm as A;
-    Some(match ka {
-        KeyAlgorithm::HS256 => A::HS256,
-        KeyAlgorithm::HS384 => A::HS384,
-        KeyAlgorithm::HS512 => A::HS512,
-        KeyAlgorithm::ES256 => A::ES256,
-        KeyAlgorithm::ES384 => A::ES384,
-        KeyAlgorithm::RS256 => A::RS256,
-        KeyAlgorithm::RS384 => A::RS384,
-        KeyAlgorithm::RS512 => A::RS512,
-        KeyAlgorithm::PS256 => A::PS256,
-        KeyAlgorithm::PS384 => A::PS384,
-        KeyAlgorithm::PS512 => A::PS512,
-        KeyAlgorithm::EdDSA => A::EdDSA,
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
