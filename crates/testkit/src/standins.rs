@@ -1,4 +1,4 @@
-//! Loopback HTTPS stand-ins for the services `kube-authn-webhook login`
+//! Loopback HTTPS stand-ins for the services `kube-authn-login`
 //! talks to, shaped after the seed documents (000: PCD-K, 001: EFA). Each
 //! counts its calls, checks the request shapes the documents describe, and
 //! records every deviation in `problems()` (answering 400 as the real
