@@ -225,6 +225,9 @@ pub(crate) fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<Serv
     };
     let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if client.is_some() {
+        without_resumption(&mut config);
+    }
     Ok(ServerTls {
         config,
         reloader: Arc::new(TlsReloader {
@@ -239,6 +242,21 @@ pub(crate) fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<Serv
             metrics,
         }),
     })
+}
+
+/// No session resumption: a resumed session (TLS 1.2 session id, TLS 1.3
+/// ticket) carries the client certificate of the handshake it came from and
+/// skips verifying it again, so it would outlive a client CA reload (and the
+/// certificate's own expiry). With a client CA, every connection is a full
+/// handshake: nothing stored, no tickets. The kube-apiserver loses nothing
+/// (its client, Go's crypto/tls as client-go sets it up, keeps connections
+/// alive and never resumes); the cost for clients that would resume is in
+/// BENCHMARKS.md ("Issue 11").
+/// (Stateless tickets are off already: rustls's default ticketer never
+/// makes one, and we set no other.)
+fn without_resumption(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
 }
 
 /// The bytes last loaded, to notice a change whatever way the files were
@@ -382,4 +400,38 @@ pub(crate) fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls_files(dir: &Path, client_ca: bool) -> TlsFiles {
+        let ca = crate::pki::Ca::new("unit CA", 1).unwrap();
+        let leaf = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+        std::fs::write(dir.join("tls.crt"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &leaf.key_pem).unwrap();
+        std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+        TlsFiles {
+            cert_file: dir.join("tls.crt"),
+            key_file: dir.join("tls.key"),
+            client_ca_file: client_ca.then(|| dir.join("ca.crt")),
+            allowed_client_names: vec![],
+            reload_interval: std::time::Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn with_a_client_ca_no_session_is_ever_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let mtls = server_tls(&tls_files(dir.path(), true), metrics.clone()).unwrap();
+        assert!(!mtls.config.session_storage.can_cache(), "no session ids");
+        assert_eq!(mtls.config.send_tls13_tickets, 0, "no TLS 1.3 tickets");
+        assert!(!mtls.config.ticketer.enabled(), "no stateless tickets");
+        // Without client certificates no trust rides on a session: rustls's
+        // defaults stay.
+        let plain = server_tls(&tls_files(dir.path(), false), metrics).unwrap();
+        assert!(plain.config.session_storage.can_cache());
+    }
 }

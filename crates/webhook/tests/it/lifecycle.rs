@@ -28,12 +28,24 @@ async fn connect(
     ca_pem: &str,
     client: Option<&kube_authn_webhook::pki::Issued>,
 ) -> std::io::Result<Conn> {
+    let config = client_config(ca_pem, client, rustls::DEFAULT_VERSIONS);
+    connect_with(h, &config).await
+}
+
+/// A TLS client config trusting `ca_pem`, presenting `client` when given,
+/// speaking only `versions`. Connections made with one config share its
+/// session cache, so a second one offers to resume the first one's session.
+fn client_config(
+    ca_pem: &str,
+    client: Option<&kube_authn_webhook::pki::Issued>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let builder = rustls::ClientConfig::builder_with_provider(kube_authn_webhook::tls::provider())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let config = match client {
@@ -47,8 +59,12 @@ async fn connect(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
+    Arc::new(config)
+}
+
+async fn connect_with(h: &Harness, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Conn> {
     let tcp = TcpStream::connect(h.running.addr).await?;
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(config.clone())
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
 }
@@ -56,16 +72,25 @@ async fn connect(
 /// One HTTP/1.1 keep-alive request on an open connection; returns the status
 /// code and body.
 async fn exchange(conn: &mut Conn, body: &str) -> (u16, String) {
+    try_exchange(conn, body).await.unwrap()
+}
+
+/// `exchange`, with a refused or closed connection as an error (TLS 1.3
+/// reports a refused client certificate on the first read, not in the
+/// handshake).
+async fn try_exchange(conn: &mut Conn, body: &str) -> std::io::Result<(u16, String)> {
     let req = format!(
         "POST /authenticate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    conn.write_all(req.as_bytes()).await.unwrap();
+    conn.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
-        let n = conn.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "connection closed mid-answer");
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed mid-answer"));
+        }
         buf.extend_from_slice(&chunk[..n]);
         let text = String::from_utf8_lossy(&buf);
         if let Some((head, rest)) = text.split_once("\r\n\r\n") {
@@ -79,7 +104,7 @@ async fn exchange(conn: &mut Conn, body: &str) -> (u16, String) {
                 .unwrap_or(0);
             if rest.len() >= len {
                 let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-                return (status, rest[..len].to_owned());
+                return Ok((status, rest[..len].to_owned()));
             }
         }
     }
@@ -260,6 +285,82 @@ async fn a_new_client_ca_applies_to_new_handshakes() {
         refused.is_err(),
         "the old CA's clients are refused after the reload"
     );
+}
+
+/// A client CA reload is a change of trust: a client of the old CA must not
+/// get past it by resuming a session from before (TLS 1.2 session ids,
+/// TLS 1.3 tickets), which would skip the certificate check. The same
+/// client config is used throughout, so it holds the sessions and offers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_before_a_client_ca_change_is_not_resumed() {
+    let (h, issuer) = Harness::with_dex(Options {
+        mtls: true,
+        tls_extra: FAST_RELOAD,
+        ..Options::default()
+    })
+    .await;
+    let token = issuer.mint(&jane(issuer.url()));
+    let body = review_body(&token);
+    let old_client = h.ca.client("kube-apiserver", 1).unwrap();
+    let versions: [(&str, &'static rustls::SupportedProtocolVersion); 2] = [
+        ("TLS 1.2", &rustls::version::TLS12),
+        ("TLS 1.3", &rustls::version::TLS13),
+    ];
+    let old_configs: Vec<_> = versions
+        .iter()
+        .map(|(name, v)| {
+            (
+                *name,
+                client_config(&h.ca.cert_pem, Some(&old_client), &[*v]),
+            )
+        })
+        .collect();
+    for (version, config) in &old_configs {
+        let mut conn = connect_with(&h, config).await.unwrap();
+        let (code, answer) = exchange(&mut conn, &body).await;
+        assert_eq!(code, 200, "{version}: {answer}");
+        // The answer was read, so TLS 1.3 tickets sent after the handshake
+        // are in the client's session cache too.
+    }
+
+    let new_ca = new_ca();
+    replace_file(h.dir(), "ca.crt", &new_ca.cert_pem);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            h.reloads("success").await == 1.0
+        })
+        .await
+    );
+    let mut answered_old = Vec::new();
+    for (version, config) in &old_configs {
+        let answered = async {
+            let mut conn = connect_with(&h, config).await?;
+            try_exchange(&mut conn, &body).await
+        }
+        .await;
+        if let Ok((200, _)) = answered {
+            answered_old.push(*version);
+        }
+    }
+    assert!(
+        answered_old.is_empty(),
+        "a client of the old CA got answers after the reload over {answered_old:?}"
+    );
+
+    let new_client = new_ca.client("kube-apiserver", 1).unwrap();
+    for (version, v) in versions {
+        let config = client_config(&h.ca.cert_pem, Some(&new_client), &[v]);
+        for attempt in ["first", "second"] {
+            let mut conn = connect_with(&h, &config).await.unwrap();
+            assert_eq!(
+                conn.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "{version}, {attempt} connection: with mTLS every handshake checks the certificate"
+            );
+            let (code, answer) = exchange(&mut conn, &body).await;
+            assert_eq!(code, 200, "{version}, {attempt} connection: {answer}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
