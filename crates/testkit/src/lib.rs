@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bin;
+pub mod certs;
 pub mod config;
 pub mod harness;
 pub mod issuer;

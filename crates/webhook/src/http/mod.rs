@@ -206,31 +206,40 @@ impl Running {
     }
 }
 
-/// Names of the client certificate (subject CN and DNS SANs), kept per
-/// connection so requests can be checked against `allowed_client_names`.
+/// Names of the client certificate (subject CN and DNS SANs), or why none of
+/// them is trusted, kept per connection so requests can be checked against
+/// `allowed_client_names`.
 #[derive(Clone, Debug)]
-struct ClientNames(Vec<String>);
+struct ClientNames(Result<Vec<String>, tls::UntrustedNames>);
 
 fn remember_client_names(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     let Some(stream) = conn.downcast_ref::<Tls>() else {
         return;
     };
-    let names = stream
+    if let Some(cert) = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|chain| chain.first())
-        .map(|cert| tls::certificate_names(cert))
-        .unwrap_or_default();
-    ext.insert(ClientNames(names));
+    {
+        ext.insert(ClientNames(tls::certificate_names(cert)));
+    }
 }
 
-fn caller_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
-    allowed.is_empty()
-        || req
-            .conn_data::<ClientNames>()
-            .is_some_and(|names| names.0.iter().any(|n| allowed.contains(n)))
+/// Whether the caller may ask: a client certificate with more than one
+/// subject CN never may; otherwise, with `allowed_client_names`, one of its
+/// names must be listed.
+fn check_caller(req: &HttpRequest, allowed: &[String]) -> Result<(), ApiError> {
+    let names = req.conn_data::<ClientNames>().map(|n| &n.0);
+    match names {
+        Some(Err(tls::UntrustedNames::SeveralCommonNames(n))) => {
+            Err(ApiError::SeveralClientCommonNames(*n))
+        }
+        _ if allowed.is_empty() => Ok(()),
+        Some(Ok(names)) if names.iter().any(|n| allowed.contains(n)) => Ok(()),
+        _ => Err(ApiError::Forbidden),
+    }
 }
 
 async fn read_body(
@@ -264,9 +273,7 @@ async fn review(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let result = async {
-        if !caller_allowed(&req, &state.allowed_client_names) {
-            return Err(ApiError::Forbidden);
-        }
+        check_caller(&req, &state.allowed_client_names)?;
         let body = tokio::time::timeout(
             state.read_timeout,
             read_body(&req, &mut payload, state.max_body_bytes),
@@ -314,7 +321,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::SeveralClientCommonNames(_) => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -326,7 +333,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::PayloadTooLarge { .. } => "RequestEntityTooLarge",
             ApiError::NotFound => "NotFound",
-            ApiError::Forbidden => "Forbidden",
+            ApiError::Forbidden | ApiError::SeveralClientCommonNames(_) => "Forbidden",
             ApiError::RequestTimeout => "Timeout",
             ApiError::Internal(_) => "InternalError",
         };

@@ -27,6 +27,11 @@ pub enum ApiError {
     NotFound,
     #[error("the client certificate names no caller allowed by server.tls.allowed_client_names")]
     Forbidden,
+    /// Refused whatever the names are: which CN names the caller is a guess.
+    #[error(
+        "the client certificate has more than one subject CN ({0}); no name from it is trusted: issue it with one CN"
+    )]
+    SeveralClientCommonNames(usize),
     #[error("the request body did not arrive within the read timeout")]
     RequestTimeout,
     /// Our fault, not the caller's.
@@ -74,17 +79,22 @@ impl Reviewer {
     pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
         let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
+        // Neither value is quoted back: it is the caller's input, and this
+        // message goes into the answer and the log.
         if request.kind != KIND {
-            return Err(ApiError::BadRequest(format!(
-                "kind is {:?}; expected \"TokenReview\"",
-                request.kind
-            )));
+            return Err(ApiError::BadRequest(if request.kind.is_empty() {
+                "kind is missing; expected \"TokenReview\"".to_owned()
+            } else {
+                "kind is not \"TokenReview\"".to_owned()
+            }));
         }
         let version = ApiVersion::parse(&request.api_version).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "apiVersion {:?} is not authentication.k8s.io/v1 or authentication.k8s.io/v1beta1",
-                request.api_version
-            ))
+            let expected = "\"authentication.k8s.io/v1\" or \"authentication.k8s.io/v1beta1\"";
+            ApiError::BadRequest(if request.api_version.is_empty() {
+                format!("apiVersion is missing; expected {expected}")
+            } else {
+                format!("apiVersion is not {expected}")
+            })
         })?;
         let spec = request.spec.unwrap_or_default();
         if spec.token.is_empty() {

@@ -382,11 +382,29 @@ impl TlsReloader {
     }
 }
 
-/// The names a certificate answers to: subject CN and DNS SANs.
-pub(crate) fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
+/// Why no name of a client certificate is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UntrustedNames {
+    /// The subject has more than one CN. Which one names the caller would be
+    /// a guess, and "any of them" lets a listed name carry an unlisted
+    /// caller in; refused whatever the names are.
+    SeveralCommonNames(usize),
+    /// x509-parser cannot read a certificate webpki accepted.
+    Unreadable,
+}
+
+/// The names a certificate answers to: its subject CN and DNS SANs; none
+/// when the subject has more than one CN.
+pub(crate) fn certificate_names(cert: &CertificateDer<'_>) -> Result<Vec<String>, UntrustedNames> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
-        return Vec::new();
+        return Err(UntrustedNames::Unreadable);
     };
+    // Every CN attribute counts, in any RDN and whatever its string type,
+    // including ones that are not text we can read.
+    let cns = cert.subject().iter_common_name().count();
+    if cns > 1 {
+        return Err(UntrustedNames::SeveralCommonNames(cns));
+    }
     let mut names: Vec<String> = cert
         .subject()
         .iter_common_name()
@@ -399,12 +417,71 @@ pub(crate) fn certificate_names(cert: &CertificateDer<'_>) -> Vec<String> {
             }
         }
     }
-    names
+    Ok(names)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    fn cert(cns: &[&str], sans: &[&str]) -> CertificateDer<'static> {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        for (i, cn) in cns.iter().enumerate() {
+            // rcgen keeps one value per type: further CNs as the same OID
+            // spelled as a custom type (each its own RDN).
+            let ty = match i {
+                0 => DnType::CommonName,
+                _ => DnType::CustomDnType(vec![2, 5, 4, 3]),
+            };
+            params.distinguished_name.push(ty, *cn);
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_certificate_names_its_cn_and_dns_sans() {
+        assert_eq!(
+            certificate_names(&cert(&["kube-apiserver"], &["apiserver.local"])),
+            Ok(vec![
+                "kube-apiserver".to_owned(),
+                "apiserver.local".to_owned()
+            ])
+        );
+        assert_eq!(
+            certificate_names(&cert(&[], &["a.local", "b.local"])),
+            Ok(vec!["a.local".to_owned(), "b.local".to_owned()])
+        );
+    }
+
+    #[test]
+    fn a_subject_with_two_cns_names_nobody() {
+        for cns in [
+            ["kube-apiserver", "some-workload"],
+            ["some-workload", "kube-apiserver"],
+            ["kube-apiserver", "kube-apiserver"],
+        ] {
+            assert_eq!(
+                certificate_names(&cert(&cns, &["kube-apiserver"])),
+                Err(UntrustedNames::SeveralCommonNames(2)),
+                "{cns:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_names_nobody() {
+        assert_eq!(
+            certificate_names(&CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00])),
+            Err(UntrustedNames::Unreadable)
+        );
+    }
 
     fn tls_files(dir: &Path, client_ca: bool) -> TlsFiles {
         let ca = crate::pki::Ca::new("unit CA", 1).unwrap();

@@ -11,17 +11,24 @@ use kube_authn_testkit::harness::*;
 async fn malformed_requests_get_400_with_a_status_that_says_why() {
     let (h, issuer) = Harness::with_dex(Options::default()).await;
     let token = issuer.mint(&jane(issuer.url()));
+    // A wrong kind or apiVersion is caller input: the answer and the log say
+    // what is wrong without quoting it (these values appear nowhere else).
+    let kind = "SubjectAccessReview-\u{1b}[2Jechoed";
+    let api_version = "authentication.k8s.io/v2-echoed";
     let cases = [
-        ("{not json".to_owned(), "not a TokenReview"),
+        ("{not json".to_owned(), "not a TokenReview", None),
         // A token where an object belongs must not be quoted back.
-        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": token}).to_string(), "wrong type"),
-        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": token}}).to_string(), "wrong type"),
-        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"token": token}}).to_string(), "kind"),
-        (json!({"apiVersion": "authentication.k8s.io/v2", "kind": "TokenReview", "spec": {"token": token}}).to_string(), "apiVersion"),
-        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}}).to_string(), "spec.token"),
-        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}).to_string(), "spec.token"),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": token}).to_string(), "wrong type", None),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token, "audiences": token}}).to_string(), "wrong type", None),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": kind, "spec": {"token": token}}).to_string(), "kind is not \"TokenReview\"", Some("SubjectAccessReview-")),
+        (json!({"apiVersion": api_version, "kind": "TokenReview", "spec": {"token": token}}).to_string(), "apiVersion is not", Some("v2-echoed")),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "spec": {"token": token}}).to_string(), "kind is missing", None),
+        (json!({"kind": "TokenReview", "spec": {"token": token}}).to_string(), "apiVersion is missing", None),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {}}).to_string(), "spec.token", None),
+        (json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}).to_string(), "spec.token", None),
     ];
-    for (body, mentions) in cases {
+    let n = cases.len();
+    for (body, mentions, caller_value) in cases {
         let (code, answer) = h.post("/authenticate", body.clone()).await;
         assert_eq!(code, 400, "{body}: {answer}");
         assert_eq!(answer["kind"], "Status");
@@ -29,12 +36,20 @@ async fn malformed_requests_get_400_with_a_status_that_says_why() {
         let msg = answer["message"].as_str().unwrap();
         assert!(msg.contains(mentions), "{msg:?} should mention {mentions}");
         assert!(!msg.contains(&token), "the answer never echoes the token");
+        if let Some(v) = caller_value {
+            assert!(!msg.contains(v), "{msg:?} echoes the caller's value");
+        }
     }
     assert_eq!(
         h.metric("authn_webhook_bad_requests_total", &[("code", "400")])
             .await,
-        7.0
+        n as f64
     );
+    let logs = logs();
+    assert!(logs.contains("kind is not"), "the refusal is logged");
+    for v in ["SubjectAccessReview-", "v2-echoed"] {
+        assert!(!logs.contains(v), "the log echoes the caller's {v:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use kube_authn_testkit::certs::OddCa;
 use kube_authn_testkit::harness::*;
 
 type Conn = TlsStream<TcpStream>;
@@ -385,6 +386,62 @@ async fn only_listed_client_names_get_answers() {
         h.metric("authn_webhook_bad_requests_total", &[("code", "403")])
             .await,
         1.0
+    );
+}
+
+/// A certificate with two subject CNs names two callers at once: no name
+/// from it is trusted, whichever of them is listed and in whatever order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_with_two_common_names_is_refused() {
+    let (h, issuer) = Harness::with_dex(Options {
+        mtls: true,
+        tls_extra: ", allowed_client_names: [kube-apiserver], reload_interval: 200ms",
+        ..Options::default()
+    })
+    .await;
+    let token = issuer.mint(&jane(issuer.url()));
+    // A second CA in the client CA bundle, for certificates pki::Ca does not make.
+    let odd = OddCa::new("odd test CA");
+    replace_file(
+        h.dir(),
+        "ca.crt",
+        format!("{}{}", h.ca.cert_pem, odd.cert_pem),
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            h.reloads("success").await == 1.0
+        })
+        .await
+    );
+    // The bundle is trusted: a one-CN certificate of that CA gets answers.
+    let single = odd.client("kube-apiserver");
+    let mut conn = connect(&h, &h.ca.cert_pem, Some(&single)).await.unwrap();
+    let (code, answer) = exchange(&mut conn, &review_body(&token)).await;
+    assert_eq!(code, 200, "{answer}");
+
+    for (first, second) in [
+        ("some-workload", "kube-apiserver"),
+        ("kube-apiserver", "some-workload"),
+        ("kube-apiserver", "kube-apiserver"),
+    ] {
+        let two = odd.client_with_two_common_names(first, second);
+        let mut conn = connect(&h, &h.ca.cert_pem, Some(&two)).await.unwrap();
+        let (code, body) = exchange(&mut conn, &review_body(&token)).await;
+        assert_eq!(code, 403, "CN={first}, CN={second}: {body}");
+        assert!(!body.contains("authenticated"), "{body}");
+        assert!(
+            body.contains("more than one subject CN"),
+            "the refusal says why: {body}"
+        );
+    }
+    assert_eq!(
+        h.metric("authn_webhook_bad_requests_total", &[("code", "403")])
+            .await,
+        3.0
+    );
+    assert!(
+        logs().contains("more than one subject CN"),
+        "refusals are logged"
     );
 }
 
