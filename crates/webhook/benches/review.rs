@@ -339,6 +339,42 @@ fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             start.elapsed()
         })
     });
+
+    // Refused before routing (not a JWT, unknown issuer), each seen for the
+    // first time, with the production cache and with the cache off: what
+    // the cache adds to a flood of distinct junk (issue 11, item 12).
+    let unrouted: Vec<&Vec<u8>> = bodies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 2)
+        .map(|(_, b)| b)
+        .collect();
+    let mut on = reviewer(rt, &f.config);
+    for (id, cache) in [
+        ("review_unrouted_cache_off", &cfg),
+        ("review_unrouted_cache_on", &f.config.cache),
+    ] {
+        group.bench_function(id, |b| {
+            mark("refused", id);
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(unrouted.len());
+                    on.cache = TokenCache::new(cache);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for body in &unrouted[..n] {
+                            black_box(on.review_body(black_box(body)).await.expect("answer"));
+                        }
+                    });
+                    timed += start.elapsed();
+                    left -= n;
+                }
+                timed
+            })
+        });
+    }
     group.finish();
 }
 
@@ -389,11 +425,25 @@ fn print_ratios(out_dir: &Path) {
             (Some(r), Some(s)) if s > 0.0 => format!("{:.2}", r / s),
             _ => "-".to_owned(),
         };
-        if let Some(ns) = m.get("review_refused_cache_off") {
-            println!(
-                "refused (cache off, garbage/unknown iss/expired): {:.2} us per review",
-                ns / 1000.0
-            );
+        if g == "refused" {
+            for (id, what) in [
+                (
+                    "review_refused_cache_off",
+                    "refused (cache off, garbage/unknown iss/expired)",
+                ),
+                (
+                    "review_unrouted_cache_off",
+                    "refused before routing, first sight, cache off",
+                ),
+                (
+                    "review_unrouted_cache_on",
+                    "refused before routing, first sight, production cache",
+                ),
+            ] {
+                if let Some(ns) = m.get(id) {
+                    println!("{what}: {:.2} us per review", ns / 1000.0);
+                }
+            }
             continue;
         }
         println!(

@@ -88,13 +88,26 @@ impl TokenCache {
         }
     }
 
-    /// The verdict for `key` at `now` (Unix seconds): the cached one, or the
-    /// one `verify` comes to. Concurrent misses of one token share a single
-    /// `verify` (moka's entry API), so a burst of the same new token costs one
-    /// signature check and at most one key fetch. A verdict is cached for its
-    /// own lifetime; "could not check" (`Err`) never is, and every caller
-    /// that waited on it gets the same error.
-    pub(crate) async fn get_or_verify<E>(
+    /// The cached verdict for `key` at `now` (Unix seconds), if any.
+    pub(crate) async fn get(&self, key: &TokenHash, now: u64) -> Option<Verdict> {
+        let cache = self.inner.as_ref()?;
+        let entry = cache.get(key).await?;
+        if entry.valid_at(now) {
+            return Some(entry.verdict.clone());
+        }
+        // The cache TTL already ends at exp; this guards a clock that moved.
+        cache.invalidate(key).await;
+        None
+    }
+
+    /// The verdict `verify` comes to for a token `get` did not find, cached.
+    /// Concurrent misses of one token share a single `verify` (moka's entry
+    /// API), so a burst of the same new token costs one signature check and
+    /// at most one key fetch; one that finds the verdict another request has
+    /// just stored counts as a hit. A verdict is cached for its own lifetime;
+    /// "could not check" (`Err`) never is, and every caller that waited on it
+    /// gets the same error.
+    pub(crate) async fn verify_once<E>(
         &self,
         key: TokenHash,
         now: u64,
@@ -106,13 +119,6 @@ impl TokenCache {
         let Some(cache) = &self.inner else {
             return (Lookup::Miss, verify.await.map_err(Arc::new));
         };
-        if let Some(entry) = cache.get(&key).await {
-            if entry.valid_at(now) {
-                return (Lookup::Hit, Ok(entry.verdict.clone()));
-            }
-            // The cache TTL already ends at exp; this guards a clock that moved.
-            cache.invalidate(&key).await;
-        }
         let entry = cache
             .entry(key)
             .or_try_insert_with(async {

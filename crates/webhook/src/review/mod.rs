@@ -10,8 +10,8 @@ use crate::config::UNMATCHED_ISSUER;
 use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
-use crate::review::cache::{TokenCache, TokenHash, Verdict};
-use crate::verify::{Identity, Rejection, Verifier, VerifyError};
+use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
+use crate::verify::{Identity, IssuerVerifier, Rejection, Verifier, VerifyError, jwt};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
 
@@ -51,6 +51,17 @@ pub struct Reviewer {
 enum Answer {
     Authenticated(Arc<Identity>, Vec<String>),
     Rejected(Rejection),
+    Unchecked(Arc<Unchecked>),
+}
+
+/// What a token came to, from the cache or not.
+enum Decided {
+    /// Cached, or verified and now cached.
+    Verdict(Verdict),
+    /// Refused before routing: not a JWT, too large, or no issuer for its
+    /// `iss`. Never cached (see `Reviewer::decide`).
+    Unrouted(Rejection),
+    /// Could not be checked: never cached, by us or by the apiserver.
     Unchecked(Arc<Unchecked>),
 }
 
@@ -118,25 +129,25 @@ impl Reviewer {
     ) -> Result<Vec<u8>, ApiError> {
         let hash = sha256(token.as_bytes());
         let now = self.clock.now();
-        let (lookup, verdict) = self
-            .cache
-            .get_or_verify(hash, now, self.verify(token, &hash, now))
-            .await;
+        let (lookup, decided) = self.decide(token, &hash, now).await;
         self.metrics
             .cache_lookups
             .with_label_values(&[lookup.label()])
             .inc();
 
-        let (issuer, answer) = match verdict {
-            Ok(Verdict::Authenticated(id)) => (
+        let (issuer, answer) = match decided {
+            Decided::Verdict(Verdict::Authenticated(id)) => (
                 Some(id.issuer.clone()),
                 match id.audiences_for(audiences) {
                     Ok(auds) => Answer::Authenticated(id, auds),
                     Err(r) => Answer::Rejected(r),
                 },
             ),
-            Ok(Verdict::Rejected { issuer, rejection }) => (issuer, Answer::Rejected(rejection)),
-            Err(unchecked) => (unchecked.issuer.clone(), Answer::Unchecked(unchecked)),
+            Decided::Verdict(Verdict::Rejected { issuer, rejection }) => {
+                (issuer, Answer::Rejected(rejection))
+            }
+            Decided::Unrouted(rejection) => (None, Answer::Rejected(rejection)),
+            Decided::Unchecked(u) => (Some(u.issuer.clone()), Answer::Unchecked(u)),
         };
         let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
         let (outcome, reason) = match &answer {
@@ -201,16 +212,65 @@ impl Reviewer {
         body
     }
 
-    /// Verifies a token the cache does not hold: a verdict (which the cache
-    /// keeps), or "could not check" (which it does not).
-    async fn verify(&self, token: &str, hash: &TokenHash, now: u64) -> Result<Verdict, Unchecked> {
-        let checked = self.verifier.check(token, now, self.request_timeout).await;
-        let issuer = checked.issuer;
-        match checked.result {
+    /// The one way a token is checked, by the service and by the fuzzer: the
+    /// cache first; on a miss, the token is taken apart and routed by `iss`
+    /// (no I/O), then checked by its issuer within `request_timeout`, one
+    /// check shared by concurrent reviews of the token, and cached.
+    ///
+    /// A token refused before routing (not a JWT, too large, no issuer for
+    /// its `iss`) is answered from the token alone and never reaches the
+    /// cache's single flight or storage: deciding it again costs less than
+    /// either, and a flood of distinct ones (anyone can make them) would
+    /// otherwise push real identities out of a full cache. The apiserver
+    /// still caches the refusal on its side (no `status.error`).
+    async fn decide(&self, token: &str, hash: &TokenHash, now: u64) -> (Lookup, Decided) {
+        if let Some(verdict) = self.cache.get(hash, now).await {
+            return (Lookup::Hit, Decided::Verdict(verdict));
+        }
+        let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r));
+        let jwt = match jwt::split(token) {
+            Ok(j) => j,
+            Err(r) => return unrouted(r),
+        };
+        let claims = match jwt::Claims::parse(&jwt.payload) {
+            Ok(c) => c,
+            Err(r) => return unrouted(r),
+        };
+        let issuer = match self.verifier.route(&claims) {
+            Ok(i) => i,
+            Err(r) => return unrouted(r),
+        };
+        let (lookup, result) = self
+            .cache
+            .verify_once(*hash, now, self.verify(issuer, &jwt, &claims, hash, now))
+            .await;
+        match result {
+            Ok(verdict) => (lookup, Decided::Verdict(verdict)),
+            Err(unchecked) => (lookup, Decided::Unchecked(unchecked)),
+        }
+    }
+
+    /// Checks a routed token the cache does not hold: a verdict (which the
+    /// cache keeps), or "could not check" (which it does not). Routing comes
+    /// first so a timeout keeps its issuer.
+    async fn verify(
+        &self,
+        issuer: &IssuerVerifier,
+        jwt: &jwt::UnverifiedJwt<'_>,
+        claims: &jwt::Claims<'_>,
+        hash: &TokenHash,
+        now: u64,
+    ) -> Result<Verdict, Unchecked> {
+        let deadline = self.request_timeout;
+        let result = tokio::time::timeout(deadline, issuer.verify(jwt, claims, now))
+            .await
+            .unwrap_or(Err(VerifyError::Timeout(deadline)));
+        let name = issuer.name.clone();
+        match result {
             Ok(v) => {
                 if v.dropped_system_groups > 0 {
                     tracing::warn!(
-                        issuer = issuer.as_deref().unwrap_or_default(),
+                        issuer = &*name,
                         dropped = v.dropped_system_groups,
                         token = %fingerprint(hash),
                         "left out groups that would start with system:"
@@ -218,8 +278,14 @@ impl Reviewer {
                 }
                 Ok(Verdict::Authenticated(Arc::new(v.identity)))
             }
-            Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected { issuer, rejection }),
-            Err(error) => Err(Unchecked { issuer, error }),
+            Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected {
+                issuer: Some(name),
+                rejection,
+            }),
+            Err(error) => Err(Unchecked {
+                issuer: name,
+                error,
+            }),
         }
     }
 }
@@ -227,7 +293,7 @@ impl Reviewer {
 /// A token that could not be checked, and the issuer it was routed to.
 #[derive(Debug)]
 struct Unchecked {
-    issuer: Option<Arc<str>>,
+    issuer: Arc<str>,
     error: VerifyError,
 }
 

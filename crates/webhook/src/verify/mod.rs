@@ -262,13 +262,6 @@ pub(crate) struct Verified {
     pub(crate) dropped_system_groups: usize,
 }
 
-/// What checking a token came to, with the issuer it was routed to (`None`
-/// when it could not be routed: not a JWT, no issuer for its `iss`).
-pub(crate) struct Checked {
-    pub(crate) issuer: Option<Arc<str>>,
-    pub(crate) result: Result<Verified, VerifyError>,
-}
-
 pub struct Verifier {
     issuers: Vec<IssuerVerifier>,
     by_iss: HashMap<String, usize>,
@@ -338,8 +331,12 @@ impl Verifier {
         &self.issuers
     }
 
-    /// Finds a token's issuer from its claims (not trusted yet); no I/O.
-    fn route(&self, claims: &jwt::Claims<'_>) -> Result<&IssuerVerifier, Rejection> {
+    /// Finds a token's issuer from its claims (not trusted yet); no I/O, so
+    /// garbage and unknown issuers cost nothing and fetch nothing. The
+    /// review (`Reviewer::decide`) takes the token apart with `jwt::split`
+    /// and `jwt::Claims::parse`, routes it here, then runs the issuer's
+    /// `verify`.
+    pub(crate) fn route(&self, claims: &jwt::Claims<'_>) -> Result<&IssuerVerifier, Rejection> {
         let idx = match claims.get("iss") {
             Some(serde_json::Value::String(iss)) => self.by_iss.get(iss.as_str()).copied(),
             None => self.without_iss,
@@ -347,36 +344,6 @@ impl Verifier {
         };
         idx.map(|i| &self.issuers[i])
             .ok_or(Rejection::UnknownIssuer)
-    }
-
-    /// The one way a token is checked, by the service and by the fuzzer:
-    /// taken apart and routed by `iss` (no I/O, so garbage and unknown
-    /// issuers cost nothing and fetch nothing), then the issuer's checks
-    /// within `deadline`. Routing comes first so a timeout keeps its issuer.
-    pub(crate) async fn check(&self, token: &str, now: u64, deadline: Duration) -> Checked {
-        let unrouted = |r: Rejection| Checked {
-            issuer: None,
-            result: Err(r.into()),
-        };
-        let jwt = match jwt::split(token) {
-            Ok(j) => j,
-            Err(r) => return unrouted(r),
-        };
-        let claims = match jwt::Claims::parse(&jwt.payload) {
-            Ok(c) => c,
-            Err(r) => return unrouted(r),
-        };
-        let issuer = match self.route(&claims) {
-            Ok(i) => i,
-            Err(r) => return unrouted(r),
-        };
-        let result = tokio::time::timeout(deadline, issuer.verify(&jwt, &claims, now))
-            .await
-            .unwrap_or(Err(VerifyError::Timeout(deadline)));
-        Checked {
-            issuer: Some(issuer.name.clone()),
-            result,
-        }
     }
 }
 

@@ -1,5 +1,10 @@
 //! The HTTP contract: what is a 400, a 413, a 404, and who may call.
 
+use futures_util::StreamExt;
+use jsonwebtoken::Algorithm;
+use kube_authn_common::clock::unix_now;
+use kube_authn_testkit::tokens::refused_token;
+use kube_authn_testkit::{DevKey, dex_claims};
 use serde_json::json;
 
 use kube_authn_webhook::cmd::demo::apiserver_request;
@@ -147,6 +152,72 @@ async fn garbage_tokens_are_refused_not_errors() {
         "garbage never causes outbound traffic"
     );
     assert_eq!(h.reviews(&[("reason", "token_too_large")]).await, 1.0);
+}
+
+/// Tokens refused before routing (not a JWT, no issuer for their `iss`, too
+/// large) cost less to decide again than to cache: a flood of distinct ones
+/// must not push real identities out of a full cache, nor fetch anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unroutable_tokens_leaves_cached_identities_alone() {
+    let (h, issuer) = Harness::with_dex(Options {
+        cache: "{max_entries: 50, max_ttl: 5m, negative_ttl: 10s}",
+        ..Options::default()
+    })
+    .await;
+    let now = unix_now();
+    let users: Vec<String> = (0..40)
+        .map(|i| {
+            let email = format!("cached{i}@example.com");
+            issuer.mint(&dex_claims(issuer.url(), now, Some(&email), "c", &["devs"]))
+        })
+        .collect();
+    for t in &users {
+        assert_eq!(h.review(t).await["status"]["authenticated"], true);
+    }
+    let fetches = issuer.fetches();
+
+    // Not a JWT and an unknown issuer in turn (the key signs for nobody we
+    // know), all distinct, plus a few too large to parse.
+    let key = DevKey::generate(Algorithm::ES256).unwrap();
+    let mut flood: Vec<String> = (0..4500)
+        .filter(|i| i % 3 != 2)
+        .map(|i| refused_token(i, issuer.url(), now, &key))
+        .collect();
+    flood.extend((0..3).map(|i| format!("{i}{}", "A".repeat(300 * 1024))));
+    let total = flood.len();
+    // A few through `review`, whose harness checks no token reaches the log.
+    for t in &flood[..4] {
+        assert_rejected(&h.review(t).await);
+    }
+    let answers: Vec<(u16, serde_json::Value)> = futures_util::stream::iter(&flood[4..])
+        .map(|t| {
+            let body = apiserver_request(ApiVersion::V1, t, &[API_AUDIENCE]).to_string();
+            h.post("/authenticate", body)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (code, answer) in &answers {
+        assert_eq!(*code, 200, "{answer}");
+        assert_rejected(answer);
+    }
+    assert_eq!(
+        h.reviews(&[("issuer", "unmatched"), ("outcome", "rejected")])
+            .await,
+        total as f64
+    );
+
+    let lookups = "authn_webhook_cache_lookups_total";
+    let hits = h.metric(lookups, &[("result", "hit")]).await;
+    for t in &users {
+        assert_eq!(h.review(t).await["status"]["authenticated"], true);
+    }
+    assert_eq!(
+        h.metric(lookups, &[("result", "hit")]).await - hits,
+        users.len() as f64,
+        "every cached identity survived the flood"
+    );
+    assert_eq!(issuer.fetches(), fetches, "the flood fetched nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
