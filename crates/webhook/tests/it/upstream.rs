@@ -141,9 +141,9 @@ enum Expect {
     /// A deliberate difference (README, security section): we refuse what
     /// upstream accepts.
     WeRefuse(&'static str),
-    /// A deliberate difference: both authenticate, we leave out `system:`
-    /// groups that upstream passes through.
-    WeDropSystemGroups,
+    /// A deliberate difference: both authenticate, we leave out groups
+    /// upstream passes through: `system:` ones and empty names.
+    WeDropGroups(&'static str),
 }
 
 struct Case {
@@ -264,7 +264,27 @@ fn corpus(url: &str, key: &DevKey, now: u64) -> Vec<Case> {
         with(
             "groups with system:masters",
             &set("groups", json!(["developers", "system:masters"])),
-            WeDropSystemGroups,
+            WeDropGroups("groups starting with system: are left out"),
+        ),
+        with(
+            "groups with an empty name",
+            &set("groups", json!(["developers", ""])),
+            WeDropGroups("empty group names are left out"),
+        ),
+        with(
+            "groups with a null inside",
+            &set("groups", json!(["developers", null])),
+            WeRefuse("a groups array holds strings only; Go turns null into \"\""),
+        ),
+        with(
+            "nbf null",
+            &set("nbf", Value::Null),
+            WeRefuse("a date claim that is present must be a number"),
+        ),
+        with(
+            "sub empty",
+            &set("sub", json!("")),
+            WeRefuse("a mapped uid must not be empty"),
         ),
         // The uid claim.
         with("sub missing", &drop("sub"), Same),
@@ -390,10 +410,13 @@ async fn verdicts_agree_with_the_kube_apiservers_jwt_authenticator() {
         let held = match case.expect {
             Expect::Same => mine == theirs,
             Expect::WeRefuse(_) => mine == json!("refused") && theirs != json!("refused"),
-            Expect::WeDropSystemGroups => {
+            Expect::WeDropGroups(_) => {
                 let mut dropped = theirs.clone();
                 if let Some(g) = dropped["groups"].as_array_mut() {
-                    g.retain(|g| !g.as_str().is_some_and(|g| g.starts_with("system:")));
+                    g.retain(|g| {
+                        g.as_str()
+                            .is_some_and(|g| !g.is_empty() && !g.starts_with("system:"))
+                    });
                 }
                 theirs != json!("refused") && mine == dropped && mine != theirs
             }
