@@ -63,7 +63,7 @@ impl TestIssuer {
         Self::start_on(
             ca,
             SocketAddr::from(([127, 0, 0, 1], 0)),
-            vec![DevKey::generate(alg)?],
+            vec![DevKey::generate(alg).map_err(|e| e.to_string())?],
         )
         .await
     }
@@ -109,7 +109,8 @@ impl TestIssuer {
                     web::get().to(discovery),
                 )
                 .route("/dex/keys", web::get().to(jwks));
-        })?;
+        })
+        .map_err(|e| e.to_string())?;
         Ok(TestIssuer {
             state,
             handle,
@@ -147,7 +148,7 @@ impl TestIssuer {
     /// Like Dex: a new key signs from now on, published at the same moment;
     /// old keys stay published. Returns the new kid.
     pub fn rotate(&self, alg: Algorithm) -> Result<String, String> {
-        let key = DevKey::generate(alg)?;
+        let key = DevKey::generate(alg).map_err(|e| e.to_string())?;
         let kid = key.kid.clone();
         self.state
             .keys

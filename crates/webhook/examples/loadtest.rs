@@ -165,9 +165,9 @@ fn setup(dir: &Path, n: Counts, workers: Option<usize>) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     let ca = Ca::new("loadtest CA", 2).map_err(|e| e.to_string())?;
-    let rs = DevKey::generate(Algorithm::RS256)?;
-    let es = DevKey::generate(Algorithm::ES256)?;
-    let ed = DevKey::generate(Algorithm::EdDSA)?;
+    let rs = DevKey::generate(Algorithm::RS256).map_err(|e| e.to_string())?;
+    let es = DevKey::generate(Algorithm::ES256).map_err(|e| e.to_string())?;
+    let ed = DevKey::generate(Algorithm::EdDSA).map_err(|e| e.to_string())?;
     let issuer = rt.block_on(TestIssuer::start_on(
         &ca,
         SocketAddr::from(([127, 0, 0, 1], 0)),

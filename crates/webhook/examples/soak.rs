@@ -157,7 +157,7 @@ issuers:{issuer}"#,
     let url = format!("https://127.0.0.1:{port}/authenticate");
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let stranger = Arc::new(DevKey::generate(Algorithm::RS256)?);
+    let stranger = Arc::new(DevKey::generate(Algorithm::RS256).map_err(|e| e.to_string())?);
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         let (issuer, counts, stop, stranger, url) = (

@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
 use zeroize::Zeroizing;
 
-use crate::config::{self, Config, ConfigError, FieldPath, Problems};
+use crate::config::{self, Config, ConfigError, FieldPath, Problem, Problems};
 use crate::keys::{self, VerifyKey};
 
 /// A config whose files were read and whose keys were parsed.
@@ -20,6 +20,9 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// Valid settings that weaken a check (e.g. `allow_any_audience`):
+    /// `check-config` prints them, `serve` logs them at start.
+    pub warnings: Vec<Problem>,
 }
 
 /// An issuer as the verifier takes it.
@@ -50,6 +53,13 @@ impl Prepared {
         let prepared = prepare(config, &mut problems);
         problems.or_value(prepared, path)
     }
+
+    /// Logs the config's warnings, once, as `serve` starts.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(field = %w.field, "config: {}", w.message);
+        }
+    }
 }
 
 fn prepare(config: Config, problems: &mut Problems) -> Prepared {
@@ -72,6 +82,7 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        warnings: config.warnings,
     }
 }
 

@@ -531,7 +531,9 @@ async fn shutdown_drains_in_flight_reviews_and_turns_readyz_red() {
         ..Options::default()
     })
     .await;
-    issuer.set_behaviour(Behaviour::Slow(Duration::from_millis(1500)));
+    // Long enough that /readyz is asked while the review is still in
+    // flight, even on a loaded machine.
+    issuer.set_behaviour(Behaviour::Slow(Duration::from_secs(3)));
     issuer.rotate(Algorithm::RS256).unwrap();
     let token = issuer.mint(&jane(issuer.url()));
     let fetches = issuer.jwks_fetches();
@@ -544,17 +546,12 @@ async fn shutdown_drains_in_flight_reviews_and_turns_readyz_red() {
         _ = eventually(Duration::from_secs(10), || async { issuer.jwks_fetches() > fetches }) => {}
     }
     assert!(answer.is_none(), "the review waits on the slow issuer");
-    let shutdown = h.running.shutdown();
-    tokio::pin!(shutdown);
-    let mut saw_red = false;
-    tokio::select! {
-        _ = &mut shutdown => {}
-        _ = async {
-            let (code, body) = h.telemetry("/readyz").await;
-            saw_red = code == 503 && body.contains("\"draining\":true");
-            std::future::pending::<()>().await
-        } => {}
-    }
+    // Both run to the end: shutdown marks the server draining on its first
+    // poll, before /readyz is asked, and lets that request finish.
+    let (_, saw_red) = tokio::join!(h.running.shutdown(), async {
+        let (code, body) = h.telemetry("/readyz").await;
+        code == 503 && body.contains("\"draining\":true")
+    });
     let answer = in_flight.await;
     assert_eq!(
         answer["status"]["authenticated"], true,

@@ -14,6 +14,23 @@ use serde_json::{Value, json};
 
 use crate::pki::Ca;
 
+/// Why a loopback issuer (the demo's, or the test kit's) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("the dev issuer signs RS256, ES256 or EdDSA, not {0:?}")]
+    Algorithm(Algorithm),
+    #[error("key or certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("the generated key is not usable: {0}")]
+    GeneratedKey(String),
+    #[error("bad PEM: {0}")]
+    Pem(#[from] rustls_pki_types::pem::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot listen on loopback: {0}")]
+    Listen(std::io::Error),
+}
+
 /// A signing key with its public halves in every shape a verifier may want.
 #[derive(Clone)]
 pub struct DevKey {
@@ -29,19 +46,12 @@ pub struct DevKey {
 
 impl DevKey {
     /// A fresh key: RS256 (RSA-2048, as Dex's local signer), ES256 (P-256) or EdDSA (Ed25519).
-    pub fn generate(alg: Algorithm) -> Result<DevKey, String> {
-        let e = |e: rcgen::Error| format!("key generation failed: {e}");
+    pub fn generate(alg: Algorithm) -> Result<DevKey, IssuerError> {
         let kp = match alg {
-            Algorithm::RS256 => {
-                KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048).map_err(e)?
-            }
-            Algorithm::ES256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(e)?,
-            Algorithm::EdDSA => KeyPair::generate_for(&PKCS_ED25519).map_err(e)?,
-            other => {
-                return Err(format!(
-                    "the dev issuer signs RS256, ES256 or EdDSA, not {other:?}"
-                ));
-            }
+            Algorithm::RS256 => KeyPair::generate_rsa_for(&PKCS_RSA_SHA256, RsaKeySize::_2048)?,
+            Algorithm::ES256 => KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?,
+            Algorithm::EdDSA => KeyPair::generate_for(&PKCS_ED25519)?,
+            other => return Err(IssuerError::Algorithm(other)),
         };
         let pkcs8_der = kp.serialize_der();
         let raw = kp.public_key_raw();
@@ -51,10 +61,10 @@ impl DevKey {
         let (encoding, jwk) = match alg {
             Algorithm::RS256 => {
                 let public = aws_lc_rs::rsa::PublicKey::from_der(raw)
-                    .map_err(|e| format!("bad generated RSA key: {e}"))?;
+                    .map_err(|e| IssuerError::GeneratedKey(e.to_string()))?;
                 let c = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(&public);
                 let enc = EncodingKey::from_rsa_pem(kp.serialize_pem().as_bytes())
-                    .map_err(|e| format!("bad generated RSA key: {e}"))?;
+                    .map_err(|e| IssuerError::GeneratedKey(e.to_string()))?;
                 (enc, json!({"kty": "RSA", "n": b64(&c.n), "e": b64(&c.e)}))
             }
             Algorithm::ES256 => {
@@ -136,19 +146,20 @@ pub fn jwks_document<'a>(keys: impl IntoIterator<Item = &'a DevKey>) -> Value {
 }
 
 /// A rustls server config for a PEM certificate chain and key.
-fn rustls_server_config(cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig, String> {
+fn rustls_server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ServerConfig, IssuerError> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| e.to_string())?;
-    rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    Ok(
+        rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?,
+    )
 }
 
 /// Serves `routes` over HTTPS on `listener` (a loopback port) with a
@@ -160,10 +171,8 @@ pub fn serve_loopback(
     listener: TcpListener,
     workers: usize,
     routes: impl Fn(&mut web::ServiceConfig) + Send + Sync + Clone + 'static,
-) -> Result<ServerHandle, String> {
-    let tls = ca
-        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
-        .map_err(|e| e.to_string())?;
+) -> Result<ServerHandle, IssuerError> {
+    let tls = ca.server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)?;
     let config = rustls_server_config(&tls.cert_pem, &tls.key_pem)?;
     let server =
         actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.clone()))
@@ -171,7 +180,7 @@ pub fn serve_loopback(
             .shutdown_timeout(0)
             .disable_signals()
             .listen_rustls_0_23(listener, config)
-            .map_err(|e| e.to_string())?
+            .map_err(IssuerError::Listen)?
             .run();
     let handle = server.handle();
     tokio::spawn(server);
@@ -192,11 +201,10 @@ pub(crate) struct DemoIssuer {
 impl DemoIssuer {
     /// Starts on a free loopback port with one key of `alg`, its serving
     /// certificate signed by `ca`.
-    pub(crate) async fn start(ca: &Ca, alg: Algorithm) -> Result<DemoIssuer, String> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listener =
-            TcpListener::bind(addr).map_err(|e| format!("demo issuer: cannot bind {addr}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    pub(crate) async fn start(ca: &Ca, alg: Algorithm) -> Result<DemoIssuer, IssuerError> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .map_err(IssuerError::Listen)?;
+        let addr = listener.local_addr().map_err(IssuerError::Listen)?;
         let state = Arc::new(State {
             url: format!("https://{addr}/dex"),
             key: DevKey::generate(alg)?,

@@ -2,7 +2,7 @@
 //! outside it: a Dex-like dev issuer, the webhook with a fresh certificate,
 //! and one TokenReview round trip over TLS, printed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 
 use kube_authn_common::clock::{Clock, unix_now};
 
-use crate::config::LogFormat;
+use crate::config::{ConfigError, LogFormat};
+use crate::http::StartError;
 use crate::pki::Ca;
 use crate::prepare::Prepared;
 use crate::wire::{self, ApiVersion};
@@ -18,19 +19,45 @@ use crate::{http as server, logging};
 
 pub mod issuer;
 
-use issuer::{DemoIssuer, dex_claims};
+use issuer::{DemoIssuer, IssuerError, dex_claims};
 
-pub async fn run(once: bool) -> Result<(), String> {
+/// Why the demo stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot create a temporary directory: {0}")]
+    TempDir(std::io::Error),
+    #[error("cannot write {path}: {source}", path = .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificates: {0}")]
+    Certs(#[from] rcgen::Error),
+    #[error("the demo issuer: {0}")]
+    Issuer(#[from] IssuerError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the webhook did not fetch the demo issuer's keys within 10s")]
+    NotReady,
+    #[error("POST {url}: {source}")]
+    Post { url: String, source: reqwest::Error },
+    #[error("the webhook's answer is not JSON: {0}")]
+    Answer(serde_json::Error),
+    #[error("the demo token was not authenticated; see the answer above")]
+    NotAuthenticated,
+}
+
+pub async fn run(once: bool) -> Result<(), DemoError> {
     let _log = logging::init(LogFormat::Text);
     let dir = tempfile::Builder::new()
         .prefix("kube-authn-webhook-demo-")
         .tempdir()
-        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    let ca = Ca::new("kube-authn-webhook demo CA", 1).map_err(|e| e.to_string())?;
+        .map_err(DemoError::TempDir)?;
+    let ca = Ca::new("kube-authn-webhook demo CA", 1)?;
     let issuer = DemoIssuer::start(&ca, Algorithm::RS256).await?;
-    let tls = ca
-        .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)
-        .map_err(|e| e.to_string())?;
+    let tls = ca.server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)?;
     write(dir.path(), "ca.crt", &ca.cert_pem)?;
     write(dir.path(), "tls.crt", &tls.cert_pem)?;
     write(dir.path(), "tls.key", &tls.key_pem)?;
@@ -49,21 +76,19 @@ issuers:
     audiences: [kubernetes]
     algorithms: [RS256]
     claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
+      username: {{claims: [email, name], prefix: ""}}
+      groups: {{claim: groups, prefix: ""}}
       uid: {{claim: sub}}
       extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
 "#,
         url = issuer.url()
     );
     let config_path = write(dir.path(), "config.yaml", &config_text)?;
-    let config = Prepared::load(&config_path).map_err(|e| e.to_string())?;
+    let config = Prepared::load(&config_path)?;
 
-    let running = server::start(&config, Clock::System)
-        .await
-        .map_err(|e| e.to_string())?;
+    let running = server::start(&config, Clock::System).await?;
     if !running.wait_ready(Duration::from_secs(10)).await {
-        return Err("the webhook did not fetch the dev issuer's keys within 10s".to_owned());
+        return Err(DemoError::NotReady);
     }
     let addr = running.addr;
     let url = format!("https://{addr}/authenticate");
@@ -79,23 +104,26 @@ issuers:
 
     let token = mint(&issuer);
     let request = review_request(&token);
+    let post = |source| DemoError::Post {
+        url: url.clone(),
+        source,
+    };
     let client = reqwest::Client::builder()
         .tls_certs_only(
-            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes())
-                .map_err(|e| e.to_string())?,
+            reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).map_err(post)?,
         )
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(post)?;
     let resp = client
         .post(&url)
         .header("Content-Type", "application/json")
         .body(request.to_string())
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(post)?;
     let status = resp.status();
-    let body: Value = serde_json::from_slice(&resp.bytes().await.map_err(|e| e.to_string())?)
-        .map_err(|e| format!("the webhook's answer is not JSON: {e}"))?;
+    let body: Value =
+        serde_json::from_slice(&resp.bytes().await.map_err(post)?).map_err(DemoError::Answer)?;
 
     let mut shown = request.clone();
     shown["spec"]["token"] = json!(format!(
@@ -132,7 +160,7 @@ issuers:
 
     if !authenticated {
         running.shutdown().await;
-        return Err("the demo token was not authenticated; see the answer above".to_owned());
+        return Err(DemoError::NotAuthenticated);
     }
     if !once {
         println!("Serving until Ctrl-C.");
@@ -177,8 +205,11 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-fn write(dir: &Path, name: &str, contents: &str) -> Result<std::path::PathBuf, String> {
+fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, DemoError> {
     let p = dir.join(name);
-    std::fs::write(&p, contents).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    std::fs::write(&p, contents).map_err(|source| DemoError::Write {
+        path: p.clone(),
+        source,
+    })?;
     Ok(p)
 }
