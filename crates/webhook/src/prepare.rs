@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use jsonwebtoken::Algorithm;
+use kube_authn_common::clock::unix_now;
 use kube_authn_common::fs::read_bounded;
 use zeroize::Zeroizing;
 
@@ -90,11 +91,18 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
         }
     });
     let mut static_keys = Vec::new();
+    let now = unix_now();
+    let allow_expired = spec.keys.allow_expired_certificate;
     for (i, p) in spec.keys.public_key_files.iter().enumerate() {
         let field = at.field("keys").field("public_key_files").index(i);
         if let Some(bytes) = read(problems, &field, p) {
             match keys::from_pem(&bytes) {
-                Ok(k) => static_keys.extend(k),
+                Ok(k) => {
+                    for key in &k {
+                        certificate_validity(problems, &field, p, key, allow_expired, now);
+                    }
+                    static_keys.extend(k);
+                }
                 Err(e) => problems.add(&field, format!("{}: {e}", p.display())),
             }
         }
@@ -131,6 +139,33 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
         static_keys,
         ca_pem,
     })
+}
+
+/// A key from a certificate is trusted within the certificate's validity
+/// only: one outside it is a problem (unless `allow_expired`), one inside it
+/// stops verifying at its notAfter.
+fn certificate_validity(
+    problems: &mut Problems,
+    field: &FieldPath,
+    path: &Path,
+    key: &VerifyKey,
+    allow_expired: bool,
+    now: u64,
+) {
+    let Some(cert) = key.certificate else { return };
+    if allow_expired {
+        return;
+    }
+    match cert.problem_at(now) {
+        Some(why) => problems.add(
+            field,
+            format!(
+                "{}: the certificate {why}: install the issuer's current certificate (or set keys.allow_expired_certificate: true to trust it anyway)",
+                path.display()
+            ),
+        ),
+        None => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
+    }
 }
 
 fn read(problems: &mut Problems, field: &FieldPath, path: &Path) -> Option<Vec<u8>> {
