@@ -65,4 +65,8 @@ issuers:
     url: https://efa.example.com
     keys: {hmac_secret_file: secret}
     algorithms: [HS256, HS512]
+    allow_any_audience: true
+    claims:
+      username: {claims: [username, sub], prefix: "efa-iss:"}
+      groups: {claims: [roles, role], prefix: "efa-iss:"}
 "#;

@@ -12,6 +12,9 @@ pub struct DexIssuer<'a> {
     pub algorithms: &'a str,
     /// `jwks_min_refetch_interval`; `None` keeps the default (10s).
     pub min_refetch: Option<&'a str>,
+    /// The username and groups prefix: `""` as PCD-K runs it (names as Dex
+    /// sends them); give a second issuer in one config a prefix of its own.
+    pub prefix: &'a str,
 }
 
 impl<'a> DexIssuer<'a> {
@@ -25,6 +28,7 @@ impl<'a> DexIssuer<'a> {
             ca_file: "ca.crt",
             algorithms: "[RS256, ES256, EdDSA]",
             min_refetch: Some("1s"),
+            prefix: "",
         }
     }
 
@@ -42,8 +46,8 @@ impl<'a> DexIssuer<'a> {
     audiences: [kubernetes]
     algorithms: {algs}
 {refetch}    claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
+      username: {{claims: [email, name], prefix: "{prefix}"}}
+      groups: {{claim: groups, prefix: "{prefix}"}}
       uid: {{claim: sub}}
       extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
 "#,
@@ -51,6 +55,7 @@ impl<'a> DexIssuer<'a> {
             url = self.url,
             ca = self.ca_file,
             algs = self.algorithms,
+            prefix = self.prefix,
         )
     }
 }

@@ -94,6 +94,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Prepared::load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {}: {w}", config.display());
+                }
                 println!(
                     "{}: ok ({} issuer{})",
                     config.display(),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
                 }
             };
             let _log = logging::init(config.telemetry.log_format);
+            config.log_warnings();
             run(async move {
                 let running = server::start(&config, Clock::System).await?;
                 shutdown_signal().await;

@@ -11,7 +11,7 @@ use kube_authn_common::clock::unix_now;
 use kube_authn_common::fs::read_bounded;
 use zeroize::Zeroizing;
 
-use crate::config::{self, Config, ConfigError, FieldPath, Problems};
+use crate::config::{self, Config, ConfigError, FieldPath, Problem, Problems};
 use crate::keys::{self, VerifyKey};
 
 /// A config whose files were read and whose keys were parsed.
@@ -21,6 +21,9 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// Valid settings that weaken a check (e.g. `allow_any_audience`):
+    /// `check-config` prints them, `serve` logs them at start.
+    pub warnings: Vec<Problem>,
 }
 
 /// An issuer as the verifier takes it.
@@ -51,6 +54,13 @@ impl Prepared {
         let prepared = prepare(config, &mut problems);
         problems.or_value(prepared, path)
     }
+
+    /// Logs the config's warnings, once, as `serve` starts.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!(field = %w.field, "config: {}", w.message);
+        }
+    }
 }
 
 fn prepare(config: Config, problems: &mut Problems) -> Prepared {
@@ -63,20 +73,26 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     {
         problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
     }
+    let mut warnings = config.warnings;
     let issuers = config
         .issuers
         .into_iter()
-        .filter_map(|spec| issuer(spec, problems))
+        .filter_map(|spec| issuer(spec, problems, &mut warnings))
         .collect();
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        warnings,
     }
 }
 
-fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
+fn issuer(
+    spec: config::Issuer,
+    problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
+) -> Option<Issuer> {
     let before = problems.len();
     let at = spec.field.clone();
     let ca_pem = spec.certificate_authority_file.as_deref().and_then(|p| {
@@ -99,7 +115,15 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
             match keys::from_pem(&bytes) {
                 Ok(k) => {
                     for key in &k {
-                        certificate_validity(problems, &field, p, key, allow_expired, now);
+                        certificate_validity(
+                            problems,
+                            warnings,
+                            &field,
+                            p,
+                            key,
+                            allow_expired,
+                            now,
+                        );
                     }
                     static_keys.extend(k);
                 }
@@ -142,10 +166,11 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
 }
 
 /// A key from a certificate is trusted within the certificate's validity
-/// only: one outside it is a problem (unless `allow_expired`), one inside it
-/// stops verifying at its notAfter.
+/// only: one outside it is a problem, or with `allow_expired` a warning;
+/// one inside it stops verifying at its notAfter (unless `allow_expired`).
 fn certificate_validity(
     problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
     field: &FieldPath,
     path: &Path,
     key: &VerifyKey,
@@ -153,18 +178,23 @@ fn certificate_validity(
     now: u64,
 ) {
     let Some(cert) = key.certificate else { return };
-    if allow_expired {
-        return;
-    }
-    match cert.problem_at(now) {
-        Some(why) => problems.add(
+    match (cert.problem_at(now), allow_expired) {
+        (Some(why), false) => problems.add(
             field,
             format!(
                 "{}: the certificate {why}: install the issuer's current certificate (or set keys.allow_expired_certificate: true to trust it anyway)",
                 path.display()
             ),
         ),
-        None => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
+        (Some(why), true) => warnings.push(Problem {
+            field: field.clone(),
+            message: format!(
+                "{}: the certificate {why}, and is trusted anyway because keys.allow_expired_certificate is set",
+                path.display()
+            ),
+        }),
+        (None, false) => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
+        (None, true) => {}
     }
 }
 

@@ -1131,6 +1131,7 @@ async fn efa_token_from_the_plugin_is_accepted_by_the_webhook() {
     kind: efa
     keys: {hmac_secret_file: secret}
     algorithms: [HS256]
+    allow_any_audience: true
     claims:
       username: {claims: [username, sub], prefix: "efa:"}
       groups: {claims: [roles, role], prefix: "efa:"}

@@ -79,6 +79,16 @@ pub struct Problem {
     pub message: String,
 }
 
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field == FieldPath::root() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
 /// Every problem found in one config file.
 #[derive(Debug)]
 pub struct ConfigError {
@@ -97,11 +107,7 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            if p.field == FieldPath::root() {
-                writeln!(f, "  - {}", p.message)?;
-            } else {
-                writeln!(f, "  - {}: {}", p.field, p.message)?;
-            }
+            writeln!(f, "  - {p}")?;
         }
         Ok(())
     }

@@ -29,6 +29,9 @@ pub struct Config {
     pub(crate) telemetry: Telemetry,
     pub(crate) cache: Cache,
     pub(crate) issuers: Vec<Issuer>,
+    /// Settings that are valid but weaken a check; `check-config` prints
+    /// them, `serve` logs them at start.
+    pub(crate) warnings: Vec<Problem>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,12 +104,15 @@ pub struct Issuer {
     /// The token `iss` this issuer answers for; `None` only for an efa issuer
     /// that takes tokens without `iss`.
     pub url: Option<String>,
-    /// Empty means the token's `aud` is not checked (efa only).
+    /// The token's `aud` must contain one of these, unless `allow_any_audience`.
     pub(crate) audiences: Vec<String>,
+    /// The `aud` check is skipped (efa only, written explicitly).
+    pub(crate) allow_any_audience: bool,
     pub(crate) trust_implicit_audience: bool,
     /// `None`: what the keys support (an efa issuer without `algorithms`),
     /// decided when `prepare` reads them.
     pub(crate) algorithms: Option<Vec<Algorithm>>,
+    /// Leeway on `exp`; `nbf` gets at least `verify::NBF_LEEWAY`.
     pub(crate) clock_skew: Duration,
     pub(crate) claims: ClaimMapping,
     pub(crate) keys: KeyFiles,
@@ -163,7 +169,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 const DEFAULT_MAX_ENTRIES: u64 = 100_000;
 const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
-const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+/// None on `exp`, as the kube-apiserver's own OIDC authenticator.
+const DEFAULT_CLOCK_SKEW: Duration = Duration::ZERO;
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
@@ -178,6 +185,11 @@ impl Config {
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let (config, problems) = validate(text, path)?;
         problems.or_value(config, path)
+    }
+
+    /// What `check-config` warns about: valid settings that weaken a check.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
     }
 }
 
@@ -213,6 +225,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<(Config, Problems), Co
         base,
         problems: Problems::default(),
         max_key_age: DEFAULT_MAX_KEY_AGE,
+        warnings: Vec::new(),
     };
     let config = v.config(raw);
     Ok((config, v.problems))
@@ -223,6 +236,7 @@ struct Validator {
     problems: Problems,
     /// The top-level `max_key_age`, for issuers without their own.
     max_key_age: Duration,
+    warnings: Vec<Problem>,
 }
 
 impl Validator {
@@ -299,6 +313,7 @@ impl Validator {
             self.problem(&FieldPath::at("issuers"), "at least one issuer is needed");
         }
         self.distinct_issuers(&raw.issuers);
+        self.separate_identities(&raw.issuers);
         self.max_key_age = self.max_key_age(
             &FieldPath::at("max_key_age"),
             raw.max_key_age.as_deref(),
@@ -315,6 +330,7 @@ impl Validator {
             telemetry,
             cache,
             issuers,
+            warnings: std::mem::take(&mut self.warnings),
         }
     }
 
@@ -534,11 +550,29 @@ impl Validator {
         });
 
         let audiences: Vec<String> = raw.audiences.unwrap_or_default();
-        if kind == IssuerKind::Oidc && audiences.is_empty() {
-            self.problem(
+        let allow_any_audience = raw.allow_any_audience.unwrap_or(false);
+        match (kind, allow_any_audience) {
+            (IssuerKind::Oidc, true) => self.problem(
+                &at.field("allow_any_audience"),
+                "is for efa issuers only: an oidc issuer's tokens name the client they were issued to; list it in audiences",
+            ),
+            (IssuerKind::Oidc, false) if audiences.is_empty() => self.problem(
                 &at.field("audiences"),
                 "an oidc issuer needs at least one audience (the client id its tokens are issued to, e.g. kubernetes)",
-            );
+            ),
+            (IssuerKind::Efa, false) if audiences.is_empty() => self.problem(
+                &at.field("audiences"),
+                "an efa issuer needs at least one audience (the aud its tokens carry); if its tokens carry no aud, write allow_any_audience: true instead",
+            ),
+            (IssuerKind::Efa, true) if !audiences.is_empty() => self.problem(
+                &at.field("allow_any_audience"),
+                "set audiences or allow_any_audience, not both: with audiences the aud is checked",
+            ),
+            (IssuerKind::Efa, true) => self.warnings.push(Problem {
+                field: at.field("allow_any_audience"),
+                message: "the token's aud is not checked: a token this issuer signed for any other service is accepted here too; list audiences once the issuer's tokens carry an aud".to_owned(),
+            }),
+            _ => {}
         }
         if audiences.iter().any(|a| a.is_empty()) {
             self.problem(&at.field("audiences"), "an audience must not be empty");
@@ -651,7 +685,8 @@ impl Validator {
             None => self.max_key_age,
         };
 
-        let claims = self.claims(&at, kind, raw.claims.unwrap_or_default());
+        let mut claims = self.claims(&at, &name, kind, raw.claims.unwrap_or_default());
+        claims.email_verified_accepts_string = raw.email_verified_accepts_string.unwrap_or(false);
 
         if self.problems.len() > problems_before {
             return None;
@@ -661,6 +696,7 @@ impl Validator {
             kind,
             url: url.filter(|u| !u.is_empty()),
             audiences,
+            allow_any_audience,
             trust_implicit_audience: raw.trust_implicit_audience.unwrap_or(true),
             algorithms,
             clock_skew,
@@ -817,31 +853,41 @@ impl Validator {
         Some(algs)
     }
 
-    fn claims(&mut self, at: &FieldPath, kind: IssuerKind, raw: raw::Claims) -> ClaimMapping {
+    fn claims(
+        &mut self,
+        at: &FieldPath,
+        name: &str,
+        kind: IssuerKind,
+        raw: raw::Claims,
+    ) -> ClaimMapping {
         let (default_user, default_groups): (&[&str], &[&str]) = match kind {
             IssuerKind::Oidc => (&["email", "name"], &["groups"]),
             IssuerKind::Efa => (&["username", "sub"], &["roles", "role"]),
         };
-        let (username, username_prefix) = self.claim_ref(
-            &at.field("claims").field("username"),
-            raw.username,
-            default_user,
-        );
-        let (groups, groups_prefix) = self.claim_ref(
-            &at.field("claims").field("groups"),
-            raw.groups,
-            default_groups,
-        );
-        let (uid, uid_prefix) = self.claim_ref(&at.field("claims").field("uid"), raw.uid, &["sub"]);
-        if !uid_prefix.is_empty() {
-            self.problem(
-                &at.field("claims").field("uid").field("prefix"),
-                "uid takes no prefix",
-            );
-        }
+        let at = at.field("claims");
+        let (username, username_prefix) =
+            self.claim_ref(&at.field("username"), raw.username, default_user);
+        let username_prefix =
+            self.written_prefix(&at, "username", username_prefix, &username, name);
+        let (groups, groups_prefix) =
+            self.claim_ref(&at.field("groups"), raw.groups, default_groups);
+        let groups_prefix = self.written_prefix(&at, "groups", groups_prefix, &groups, name);
+        // An oidc token has a string sub (OpenID Connect Core 2): it is the
+        // uid unless the config says otherwise. EFA tokens need not carry
+        // sub, so an efa issuer has a uid only when claims.uid names one.
+        let uid = match (raw.uid, kind) {
+            (None, IssuerKind::Efa) => Vec::new(),
+            (raw_uid, _) => {
+                let (uid, uid_prefix) = self.claim_ref(&at.field("uid"), raw_uid, &["sub"]);
+                if uid_prefix.is_some_and(|p| !p.is_empty()) {
+                    self.problem(&at.field("uid").field("prefix"), "uid takes no prefix");
+                }
+                uid
+            }
+        };
         let mut extra = Vec::new();
         for (key, path) in raw.extra.unwrap_or_default() {
-            let field = &at.field("claims").field("extra").field(&key);
+            let field = &at.field("extra").field(&key);
             if key.is_empty() || key != key.to_lowercase() || key.contains(char::is_whitespace) {
                 self.problem(
                     field,
@@ -861,15 +907,17 @@ impl Validator {
             groups_prefix,
             uid,
             extra,
+            email_verified_accepts_string: false,
         }
     }
 
+    /// The claim paths (or `default`) and the prefix as written, if it was.
     fn claim_ref(
         &mut self,
         field: &FieldPath,
         raw: Option<raw::ClaimRef>,
         default: &[&str],
-    ) -> (Vec<ClaimPath>, String) {
+    ) -> (Vec<ClaimPath>, Option<String>) {
         let raw = raw.unwrap_or_default();
         let names: Vec<String> = match (raw.claim, raw.claims) {
             (Some(_), Some(_)) => {
@@ -890,14 +938,95 @@ impl Validator {
                 None => self.problem(field, format!("{n:?} is not a claim path")),
             }
         }
-        let prefix = raw.prefix.unwrap_or_default();
-        if could_make_system_name(&prefix) {
+        if let Some(prefix) = raw.prefix.as_deref()
+            && could_make_system_name(prefix)
+        {
             self.problem(
                 &field.field("prefix"),
                 format!("{prefix:?} could produce a name starting with system:, which Kubernetes reserves for its own components"),
             );
         }
-        (paths, prefix)
+        (paths, raw.prefix)
+    }
+
+    /// The username and groups prefixes must be written, even when empty:
+    /// which issuer a name came from is a decision, not a default.
+    fn written_prefix(
+        &mut self,
+        claims_at: &FieldPath,
+        role: &str,
+        prefix: Option<String>,
+        claims: &[ClaimPath],
+        issuer: &str,
+    ) -> String {
+        if let Some(p) = prefix {
+            return p;
+        }
+        let claims: Vec<String> = claims.iter().map(ToString::to_string).collect();
+        self.problem(
+            &claims_at.field(role).field("prefix"),
+            format!(
+                "must be written, even if empty: `{role}: {{claims: [{}], prefix: \"\"}}` takes the names as the tokens carry them; a prefix of this issuer's own, e.g. `prefix: \"{issuer}:\"`, keeps them apart from other issuers'",
+                claims.join(", ")
+            ),
+        );
+        String::new()
+    }
+
+    /// Two issuers must not map into one username (or group) space: a user
+    /// of one could otherwise become a user of the other. Spaces overlap when
+    /// one prefix starts the other ("" overlaps everything). Both issuers
+    /// saying `allow_shared_identities: true` is the way to want that.
+    /// Checked on the raw entries, beside the issuers' other problems.
+    fn separate_identities(&mut self, issuers: &[raw::Issuer]) {
+        let prefix = |iss: &raw::Issuer, space: Space| -> Option<String> {
+            let claims = iss.claims.as_ref()?;
+            let r = match space {
+                Space::Users => claims.username.as_ref()?,
+                Space::Groups => claims.groups.as_ref()?,
+            };
+            r.prefix.clone()
+        };
+        let at =
+            |i: usize, iss: &raw::Issuer| FieldPath::at("issuers").index(i).named(iss.name.trim());
+        for (j, later) in issuers.iter().enumerate() {
+            for (i, earlier) in issuers.iter().enumerate().take(j) {
+                for space in [Space::Users, Space::Groups] {
+                    let (Some(a), Some(b)) = (prefix(earlier, space), prefix(later, space)) else {
+                        continue;
+                    };
+                    if !(a.starts_with(&b) || b.starts_with(&a)) {
+                        continue;
+                    }
+                    let shared = [earlier, later].map(|x| x.allow_shared_identities == Some(true));
+                    if shared == [true, true] {
+                        continue;
+                    }
+                    let (what, field, who) = match space {
+                        Space::Users => ("usernames", "username", "a user"),
+                        Space::Groups => ("group names", "groups", "a group"),
+                    };
+                    let half = match shared {
+                        [true, false] => {
+                            format!(" (it is set on {} only; it takes both)", at(i, earlier))
+                        }
+                        [false, true] => {
+                            " (it is set on this issuer only; it takes both)".to_owned()
+                        }
+                        _ => String::new(),
+                    };
+                    self.problem(
+                        &at(j, later).field("claims").field(field).field("prefix"),
+                        format!(
+                            "{b:?} can produce the same {what} as {} (prefix {a:?}): {who} of one issuer would be taken for {who} of the other. Give each issuer a prefix that does not start the other's (e.g. \"{}:\" and \"{}:\"), or set allow_shared_identities: true on both if they really are one set of users{half}",
+                            at(i, earlier),
+                            earlier.name.trim(),
+                            later.name.trim(),
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     /// Every token must route to exactly one issuer; checked on the raw
@@ -927,6 +1056,12 @@ impl Validator {
             }
         }
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Space {
+    Users,
+    Groups,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -987,7 +1122,7 @@ mod tests {
     fn max_key_age_defaults_and_overrides() {
         let issuer = |name: &str, extra: &str| {
             format!(
-                "\n  - name: {name}\n    kind: oidc\n    url: https://{name}.example.com/dex\n    audiences: [k]\n{extra}"
+                "\n  - name: {name}\n    kind: oidc\n    url: https://{name}.example.com/dex\n    audiences: [k]\n    claims: {{username: {{claim: email, prefix: \"{name}:\"}}, groups: {{claim: groups, prefix: \"{name}:\"}}}}\n{extra}"
             )
         };
         let text = |top: &str| {

@@ -67,6 +67,8 @@ pub(crate) struct Issuer {
     pub(crate) certificate_authority_file: Option<PathBuf>,
     pub(crate) jwks_url: Option<String>,
     pub(crate) audiences: Option<Vec<String>>,
+    /// The explicit way to skip the `aud` check (efa only).
+    pub(crate) allow_any_audience: Option<bool>,
     pub(crate) trust_implicit_audience: Option<bool>,
     pub(crate) algorithms: Option<Vec<String>>,
     pub(crate) clock_skew: Option<String>,
@@ -76,6 +78,10 @@ pub(crate) struct Issuer {
     pub(crate) jwks_hosts: Option<Vec<String>>,
     pub(crate) keys: Option<Keys>,
     pub(crate) claims: Option<Claims>,
+    /// Lets this issuer's username/group space overlap another's that sets it too.
+    pub(crate) allow_shared_identities: Option<bool>,
+    /// `email_verified: "true"` (a string) counts as verified.
+    pub(crate) email_verified_accepts_string: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

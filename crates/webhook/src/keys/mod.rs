@@ -485,29 +485,23 @@ fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<VerifyKey, String> {
     Err(format!("unsupported public key algorithm {oid}"))
 }
 
-/// Exports the earliest notAfter of an issuer's certificates, and warns
-/// about each one trusted outside its validity (`allow_expired`).
+/// Exports the earliest notAfter of an issuer's certificates (one trusted
+/// outside its validity is a config warning, see `prepare`).
 pub(crate) fn report_certificates(
     issuer: &str,
     keys: &[VerifyKey],
-    allow_expired: bool,
     metrics: &crate::metrics::Metrics,
-    now: u64,
 ) {
-    let certs: Vec<Validity> = keys.iter().filter_map(|k| k.certificate).collect();
-    if let Some(first) = certs.iter().map(|c| c.not_after).min() {
+    if let Some(first) = keys
+        .iter()
+        .filter_map(|k| k.certificate)
+        .map(|c| c.not_after)
+        .min()
+    {
         metrics
             .efa_cert_expiry
             .with_label_values(&[issuer])
             .set(first as f64);
-    }
-    for problem in certs.iter().filter_map(|c| c.problem_at(now)) {
-        if allow_expired {
-            tracing::warn!(
-                issuer,
-                "a certificate in keys.public_key_files {problem}; trusted anyway because keys.allow_expired_certificate is set"
-            );
-        }
     }
 }
 

@@ -24,6 +24,10 @@ use crate::wire::UserInfo;
 use claims::ClaimMapping;
 use kube_authn_common::clock::Clock;
 
+/// The leeway on `nbf` when `clock_skew` is smaller: go-oidc's, which the
+/// kube-apiserver's OIDC authenticator uses (its `exp` has none).
+pub(crate) const NBF_LEEWAY: Duration = Duration::from_secs(60);
+
 /// A token that was checked and is not valid: a definite "no" the apiserver
 /// may cache. The label is the `reason` of the metric and the log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,8 +48,6 @@ pub(crate) enum Rejection {
     Expired,
     #[error("token not valid yet (nbf)")]
     NotYetValid,
-    #[error("token issued in the future (iat)")]
-    IssuedInFuture,
     #[error("required claim {0} missing")]
     MissingClaim(&'static str),
     #[error("claim {0} has the wrong type")]
@@ -73,7 +75,6 @@ impl Rejection {
             Rejection::BadSignature => "bad_signature",
             Rejection::Expired => "expired",
             Rejection::NotYetValid => "not_yet_valid",
-            Rejection::IssuedInFuture => "issued_in_future",
             Rejection::MissingClaim(_) => "missing_claim",
             Rejection::InvalidClaim(_) => "invalid_claim",
             Rejection::AudienceMismatch => "audience_mismatch",
@@ -159,9 +160,15 @@ pub struct IssuerVerifier {
     pub(crate) name: Arc<str>,
     pub(crate) kind: IssuerKind,
     audiences: Vec<String>,
+    allow_any_audience: bool,
     trust_implicit_audience: bool,
     algorithms: Vec<Algorithm>,
-    skew: Duration,
+    /// Leeway on `exp` (`clock_skew`, none by default).
+    exp_leeway: Duration,
+    /// Leeway on `nbf`, and how far `iat` may be from our clock when deciding
+    /// whether a token is newer than our last key fetch: `clock_skew` or
+    /// `NBF_LEEWAY`, whichever is larger.
+    clock_leeway: Duration,
     claims: ClaimMapping,
     static_keys: KeySet,
     pub remote: Option<Arc<RemoteKeys>>,
@@ -213,24 +220,30 @@ impl IssuerVerifier {
         if !self.algorithms.contains(&jwt.alg) {
             return Err(Rejection::UnsupportedAlgorithm.into());
         }
-        let now_i = now as i64;
-        let skew = self.skew.as_secs() as i64;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
         let exp = jwt::numeric_date(claims, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
-        if now_i > exp.saturating_add(skew) {
-            return Err(Rejection::Expired.into());
-        }
-        if let Some(nbf) = jwt::numeric_date(claims, "nbf")?
-            && now_i.saturating_add(skew) < nbf
-        {
-            return Err(Rejection::NotYetValid.into());
-        }
+        check_times(
+            now_i,
+            exp,
+            jwt::numeric_date(claims, "nbf")?,
+            self.exp_leeway,
+            self.clock_leeway,
+        )?;
+        // Read (a malformed iat refuses the token) but not compared with our
+        // clock, as the kube-apiserver: it only decides whether a new kid
+        // may be worth a refetch.
         let iat = jwt::numeric_date(claims, "iat")?;
-        if iat.is_some_and(|iat| iat > now_i.saturating_add(skew)) {
-            return Err(Rejection::IssuedInFuture.into());
+        // OpenID Connect's sub is a string; go-oidc refuses any other type
+        // whatever the mapping.
+        if self.kind == IssuerKind::Oidc
+            && claims
+                .get("sub")
+                .is_some_and(|s| !(s.is_string() || s.is_null()))
+        {
+            return Err(Rejection::InvalidClaim("sub").into());
         }
         let token_audiences = jwt::audiences(claims)?;
-        if !self.audiences.is_empty() && !token_audiences.iter().any(|a| self.audiences.contains(a))
-        {
+        if !self.allow_any_audience && !token_audiences.iter().any(|a| self.audiences.contains(a)) {
             return Err(Rejection::AudienceMismatch.into());
         }
 
@@ -244,7 +257,7 @@ impl IssuerVerifier {
             && let Some(remote) = &self.remote
         {
             remote
-                .refresh_for_unknown_kid(iat, self.skew)
+                .refresh_for_unknown_kid(iat, self.clock_leeway)
                 .await
                 .map_err(unavailable)?;
             candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable)?;
@@ -272,6 +285,25 @@ impl IssuerVerifier {
             dropped_system_groups: mapped.dropped_system_groups,
         })
     }
+}
+
+/// `exp` with no leeway but `exp_leeway` (expired from the second `exp`
+/// names: valid while now < exp, RFC 7519 4.1.4), `nbf` with `nbf_leeway`.
+fn check_times(
+    now: i64,
+    exp: i64,
+    nbf: Option<i64>,
+    exp_leeway: Duration,
+    nbf_leeway: Duration,
+) -> Result<(), Rejection> {
+    let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if now >= exp.saturating_add(secs(exp_leeway)) {
+        return Err(Rejection::Expired);
+    }
+    if nbf.is_some_and(|nbf| now.saturating_add(secs(nbf_leeway)) < nbf) {
+        return Err(Rejection::NotYetValid);
+    }
+    Ok(())
 }
 
 /// Strings and string lists only: encoding cannot fail in practice; if it
@@ -325,13 +357,7 @@ impl Verifier {
                 )?)),
                 None => None,
             };
-            keys::report_certificates(
-                &name,
-                &p.static_keys,
-                c.keys.allow_expired_certificate,
-                metrics,
-                clock.now(),
-            );
+            keys::report_certificates(&name, &p.static_keys, metrics);
             let static_keys = KeySet::new(p.static_keys.iter().cloned());
             if !static_keys.is_empty() {
                 metrics
@@ -349,9 +375,11 @@ impl Verifier {
                 name,
                 kind: c.kind,
                 audiences: c.audiences.clone(),
+                allow_any_audience: c.allow_any_audience,
                 trust_implicit_audience: c.trust_implicit_audience,
                 algorithms: p.algorithms.clone(),
-                skew: c.clock_skew,
+                exp_leeway: c.clock_skew,
+                clock_leeway: c.clock_skew.max(NBF_LEEWAY),
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
@@ -437,6 +465,45 @@ mod tests {
 
     fn v(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn exp_has_no_leeway_by_default_and_nbf_a_minute() {
+        let none = Duration::ZERO;
+        let nbf = NBF_LEEWAY;
+        // exp: valid while now < exp.
+        assert_eq!(check_times(99, 100, None, none, nbf), Ok(()));
+        assert_eq!(
+            check_times(100, 100, None, none, nbf),
+            Err(Rejection::Expired)
+        );
+        assert_eq!(
+            check_times(110, 100, None, none, nbf),
+            Err(Rejection::Expired)
+        );
+        // clock_skew is a leeway on exp.
+        let skew = Duration::from_secs(30);
+        assert_eq!(check_times(129, 100, None, skew, nbf), Ok(()));
+        assert_eq!(
+            check_times(130, 100, None, skew, nbf),
+            Err(Rejection::Expired)
+        );
+        // nbf: up to 60 s ahead of us is fine (go-oidc), more is not.
+        assert_eq!(check_times(0, 1000, Some(60), none, nbf), Ok(()));
+        assert_eq!(
+            check_times(0, 1000, Some(61), none, nbf),
+            Err(Rejection::NotYetValid)
+        );
+        assert_eq!(
+            check_times(0, 1000, Some(200), none, Duration::from_secs(300)),
+            Ok(())
+        );
+        // No overflow at the edges.
+        assert_eq!(check_times(i64::MAX - 1, i64::MAX, None, skew, nbf), Ok(()));
+        assert_eq!(
+            check_times(i64::MAX, 0, Some(i64::MIN), none, nbf),
+            Err(Rejection::Expired)
+        );
     }
 
     #[test]

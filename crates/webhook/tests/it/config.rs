@@ -21,7 +21,19 @@ const DEX: &str = "
     kind: oidc
     url: https://dex.example.com/dex
     audiences: [kubernetes]
+    claims: {username: {prefix: \"\"}, groups: {prefix: \"\"}}
 ";
+
+/// What an efa issuer needs besides its keys to validate.
+const EFA_REST: &str = "    allow_any_audience: true\n    claims: {username: {prefix: \"efa:\"}, groups: {prefix: \"efa:\"}}\n";
+
+/// An efa issuer with the given prefix (username and groups) and `extra`
+/// lines, keyed by an HS256 secret.
+fn efa_issuer(name: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "\n  - name: {name}\n    kind: efa\n    url: https://{name}.example.com\n    keys: {{hmac_secret_file: secret}}\n    algorithms: [HS256]\n    audiences: [kubernetes]\n    claims: {{username: {{prefix: \"{prefix}\"}}, groups: {{prefix: \"{prefix}\"}}}}\n{extra}"
+    )
+}
 
 fn problems(err: &ConfigError) -> Vec<(String, String)> {
     err.problems
@@ -518,12 +530,177 @@ fn key_age_and_jwks_hosts_settings_validate() {
     jwks_url: https://Keys.Example.com/dex/keys
     jwks_hosts: [keys.example.com, \"[2001:db8::1]\", 10.0.0.1]
     max_key_age: 1h
+    claims: {username: {claim: email, prefix: \"dex:\"}, groups: {claim: groups, prefix: \"dex:\"}}
   - name: efa
     kind: efa
+    allow_any_audience: true
     keys: {jwks_url: https://efa.example.com/keys}
+    claims: {username: {claim: username, prefix: \"efa:\"}, groups: {claim: roles, prefix: \"efa:\"}}
 ",
     );
     Config::from_yaml(&text, Path::new("/etc/kube-authn-webhook/config.yaml")).unwrap();
+}
+
+#[test]
+fn prefixes_must_be_written_and_issuers_kept_apart() {
+    let c = |issuers: &str| config("", "", issuers);
+    let shared = "    allow_shared_identities: true\n";
+    let cases = [
+        (
+            "no claims at all",
+            c(
+                "\n  - name: x\n    kind: oidc\n    url: https://x.example.com\n    audiences: [k]\n",
+            ),
+            "issuers[0] (x).claims.username.prefix",
+            "must be written, even if empty: `username: {claims: [email, name], prefix: \"\"}`",
+        ),
+        (
+            "groups prefix missing",
+            c(
+                "\n  - name: x\n    kind: oidc\n    url: https://x.example.com\n    audiences: [k]\n    claims: {username: {prefix: \"\"}}\n",
+            ),
+            "issuers[0] (x).claims.groups.prefix",
+            "must be written, even if empty: `groups: {claims: [groups], prefix: \"\"}`",
+        ),
+        (
+            "efa defaults named",
+            c(
+                "\n  - name: e\n    kind: efa\n    keys: {hmac_secret_file: s}\n    allow_any_audience: true\n    claims: {groups: {prefix: \"\"}}\n",
+            ),
+            "issuers[0] (e).claims.username.prefix",
+            "`username: {claims: [username, sub], prefix: \"\"}`",
+        ),
+        (
+            "two empty username prefixes",
+            c(&format!("{DEX}{}", efa_issuer("efa", "", ""))),
+            "issuers[1] (efa).claims.username.prefix",
+            "\"\" can produce the same usernames as issuers[0] (dex) (prefix \"\")",
+        ),
+        (
+            "empty overlaps everything",
+            c(&format!("{DEX}{}", efa_issuer("efa", "efa:", ""))),
+            "issuers[1] (efa).claims.username.prefix",
+            "set allow_shared_identities: true on both",
+        ),
+        (
+            "and groups too",
+            c(&format!("{DEX}{}", efa_issuer("efa", "efa:", ""))),
+            "issuers[1] (efa).claims.groups.prefix",
+            "can produce the same group names as issuers[0] (dex)",
+        ),
+        (
+            "one prefix starts the other",
+            c(&format!(
+                "{}{}",
+                efa_issuer("efa", "efa:", ""),
+                efa_issuer("lab", "efa:lab:", "")
+            )),
+            "issuers[1] (lab).claims.username.prefix",
+            "\"efa:lab:\" can produce the same usernames as issuers[0] (efa) (prefix \"efa:\")",
+        ),
+        (
+            "the same prefix",
+            c(&format!(
+                "{}{}",
+                efa_issuer("a", "efa:", ""),
+                efa_issuer("b", "efa:", "")
+            )),
+            "issuers[1] (b).claims.username.prefix",
+            "can produce the same usernames as issuers[0] (a)",
+        ),
+        (
+            "shared on one side only",
+            c(&format!(
+                "{}{}",
+                efa_issuer("a", "efa:", shared),
+                efa_issuer("b", "efa:", "")
+            )),
+            "issuers[1] (b).claims.username.prefix",
+            "it is set on issuers[0] (a) only; it takes both",
+        ),
+        (
+            "shared on this side only",
+            c(&format!(
+                "{}{}",
+                efa_issuer("a", "efa:", ""),
+                efa_issuer("b", "efa:", shared)
+            )),
+            "issuers[1] (b).claims.groups.prefix",
+            "it is set on this issuer only; it takes both",
+        ),
+    ];
+    assert_refused(&cases, validate);
+
+    // Apart, or both saying they share one space: fine.
+    for ok in [
+        c(&format!("{}{}", efa_issuer("a", "a:", ""), efa_issuer("b", "b:", ""))),
+        c(&format!("{}{}", efa_issuer("a", "efa:", ""), efa_issuer("b", "efa-lab:", ""))),
+        c(&format!("{}{}", efa_issuer("a", "", shared), efa_issuer("b", "efa:", shared))),
+        c(&format!("{DEX}{}", efa_issuer("efa", "efa:", shared)).replace(
+            "    claims: {username: {prefix: \"\"}, groups: {prefix: \"\"}}\n",
+            "    claims: {username: {prefix: \"\"}, groups: {prefix: \"\"}}\n    allow_shared_identities: true\n",
+        )),
+    ] {
+        if let Err(e) = Config::from_yaml(&ok, Path::new("/etc/kube-authn-webhook/config.yaml")) {
+            panic!("{e}\n--- config:\n{ok}");
+        }
+    }
+}
+
+#[test]
+fn an_efa_issuer_checks_aud_unless_it_says_any_audience() {
+    let c = |fields: &str| config("", "", &issuer(fields));
+    let efa = "    kind: efa\n    keys: {hmac_secret_file: secret}\n    algorithms: [HS256]\n";
+    let oidc =
+        "    kind: oidc\n    url: https://dex.example.com/dex\n    audiences: [kubernetes]\n";
+    let cases = [
+        (
+            "efa without audiences",
+            c(efa),
+            "issuers[0] (x).audiences",
+            "an efa issuer needs at least one audience (the aud its tokens carry); if its tokens carry no aud, write allow_any_audience: true instead",
+        ),
+        (
+            "both",
+            c(&format!(
+                "{efa}    audiences: [k]\n    allow_any_audience: true\n"
+            )),
+            "issuers[0] (x).allow_any_audience",
+            "set audiences or allow_any_audience, not both",
+        ),
+        (
+            "any audience for oidc",
+            c(&format!("{oidc}    allow_any_audience: true\n")),
+            "issuers[0] (x).allow_any_audience",
+            "is for efa issuers only",
+        ),
+    ];
+    assert_refused(&cases, validate);
+
+    // Written explicitly, it validates, with a warning at the field.
+    let any = efa_issuer("efa", "efa:", "").replace(
+        "    audiences: [kubernetes]\n",
+        "    allow_any_audience: true\n",
+    );
+    let config =
+        Config::from_yaml(&c_issuers(&any), Path::new("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let warnings: Vec<String> = config.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0]
+            .starts_with("issuers[0] (efa).allow_any_audience: the token's aud is not checked"),
+        "{warnings:?}"
+    );
+    let with_audiences = Config::from_yaml(
+        &c_issuers(&efa_issuer("efa", "efa:", "")),
+        Path::new("c.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(with_audiences.warnings().is_empty());
+}
+
+fn c_issuers(issuers: &str) -> String {
+    config("", "", issuers)
 }
 
 #[test]
@@ -597,7 +774,7 @@ fn unreadable_or_unusable_files_name_the_field_that_names_them() {
         config(
             "",
             "",
-            &format!("\n  - name: efa\n    kind: efa\n    keys: {keys}\n"),
+            &format!("\n  - name: efa\n    kind: efa\n    keys: {keys}\n{EFA_REST}"),
         )
     };
     let cases = [
@@ -679,7 +856,9 @@ fn unreadable_or_unusable_files_name_the_field_that_names_them() {
     let both = prepare(&config(
         "  workers: 0\n",
         "",
-        "\n  - name: efa\n    kind: efa\n    keys: {public_key_files: [gone.pem]}\n",
+        &format!(
+            "\n  - name: efa\n    kind: efa\n    keys: {{public_key_files: [gone.pem]}}\n{EFA_REST}"
+        ),
     ));
     let fields: Vec<String> = problems(&both).into_iter().map(|(f, _)| f).collect();
     assert!(fields.contains(&"server.workers".to_owned()), "{fields:?}");

@@ -722,7 +722,7 @@ async fn renewed_certs_are_served_and_the_expiry_gauge_follows() {
     let config_path = pki.join("config.yaml");
     std::fs::write(
         &config_path,
-        "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt, reload_interval: 100ms}\ntelemetry: {listen: 127.0.0.1:0, log_format: text}\nissuers:\n  - {name: efa, kind: efa, keys: {public_key_files: [efa.pem]}}\n",
+        "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  tls: {cert_file: tls.crt, key_file: tls.key, client_ca_file: ca.crt, reload_interval: 100ms}\ntelemetry: {listen: 127.0.0.1:0, log_format: text}\nissuers:\n  - {name: efa, kind: efa, keys: {public_key_files: [efa.pem]}, allow_any_audience: true, claims: {username: {prefix: \"\"}, groups: {prefix: \"\"}}}\n",
     )
     .expect("write config");
     let config = Prepared::load(&config_path).unwrap_or_else(|e| panic!("{e}"));

@@ -24,6 +24,7 @@ fn efa_yaml(keys: &str, algorithms: &str) -> String {
     kind: efa
     keys: {keys}
     algorithms: {algorithms}
+    allow_any_audience: true
     claims:
       username: {{claims: [username, sub], prefix: "efa:"}}
       groups: {{claims: [roles, role], prefix: "efa:"}}
@@ -32,17 +33,15 @@ fn efa_yaml(keys: &str, algorithms: &str) -> String {
 }
 
 async fn efa_harness(files: &[(&str, String)], keys: &str, algorithms: &str) -> Harness {
+    efa_harness_with(files, &efa_yaml(keys, algorithms)).await
+}
+
+async fn efa_harness_with(files: &[(&str, String)], yaml: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     for (name, contents) in files {
         write(dir.path(), name, contents);
     }
-    Harness::start_in(
-        dir,
-        new_ca(),
-        &efa_yaml(keys, algorithms),
-        Options::default(),
-    )
-    .await
+    Harness::start_in(dir, new_ca(), yaml, Options::default()).await
 }
 
 /// An efa issuer trusting `key`'s public key from a PEM file.
@@ -169,6 +168,7 @@ async fn jwks_url_harness() -> (Harness, TestIssuer) {
     certificate_authority_file: ca.crt
     jwks_min_refetch_interval: 100ms
     keys: {{jwks_url: {url}/keys}}
+    allow_any_audience: true
     claims:
       username: {{claims: [username, sub], prefix: "efa:"}}
       groups: {{claims: [roles], prefix: "efa:"}}
@@ -235,4 +235,87 @@ async fn efa_jwks_url_gone_means_a_new_key_cannot_be_checked() {
             .await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_efa_issuer_with_audiences_checks_aud() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let yaml = efa_yaml("{public_key_files: [efa.pem]}", "[RS256]").replace(
+        "    allow_any_audience: true\n",
+        "    audiences: [efa-k8s]\n",
+    );
+    let h = efa_harness_with(&[("efa.pem", key.public_pem.clone())], &yaml).await;
+    let with_aud = |aud: Option<Value>| {
+        let mut c = efa_claims();
+        if let Some(a) = aud {
+            c["aud"] = a;
+        }
+        key.sign(&c)
+    };
+    assert_efa_netadmin(&h.review(&with_aud(Some(json!("efa-k8s")))).await);
+    assert_efa_netadmin(&h.review(&with_aud(Some(json!(["other", "efa-k8s"])))).await);
+    assert_rejected(&h.review(&with_aud(Some(json!("other")))).await);
+    assert_rejected(&h.review(&with_aud(None)).await);
+    assert_eq!(h.reviews(&[("reason", "audience_mismatch")]).await, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_any_audience_takes_any_aud_or_none() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let h = pem_harness(&key, "[RS256]").await;
+    for aud in [None, Some(json!("anything")), Some(json!(["a", "b"]))] {
+        let mut c = efa_claims();
+        if let Some(a) = aud {
+            c["aud"] = a;
+        }
+        assert_efa_netadmin(&h.review(&key.sign(&c)).await);
+    }
+    // Still a string or a list of strings.
+    let mut c = efa_claims();
+    c["aud"] = json!(7);
+    assert_rejected(&h.review(&key.sign(&c)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_efa_uid_only_when_mapped_and_then_required() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    // Not mapped (the efa default): no uid, whatever sub holds.
+    let h = pem_harness(&key, "[RS256]").await;
+    for sub in [json!("op-1"), json!(42)] {
+        let mut c = efa_claims();
+        c["sub"] = sub;
+        let answer = h.review(&key.sign(&c)).await;
+        assert_efa_netadmin(&answer);
+        assert!(answer["status"]["user"].get("uid").is_none(), "{answer}");
+    }
+    drop(h);
+
+    let yaml = format!(
+        "{}      uid: {{claim: sub}}\n",
+        efa_yaml("{public_key_files: [efa.pem]}", "[RS256]")
+    );
+    let h = efa_harness_with(&[("efa.pem", key.public_pem.clone())], &yaml).await;
+    let mut c = efa_claims();
+    c["sub"] = json!("op-1");
+    let answer = h.review(&key.sign(&c)).await;
+    assert_efa_netadmin(&answer);
+    assert_eq!(answer["status"]["user"]["uid"], "op-1");
+    // Mapped: a missing or non-string sub is refused, not "" or "42".
+    assert_rejected(&h.review(&key.sign(&efa_claims())).await);
+    c["sub"] = json!(42);
+    assert_rejected(&h.review(&key.sign(&c)).await);
+    assert_eq!(h.reviews(&[("reason", "missing_claim")]).await, 1.0);
+    assert_eq!(h.reviews(&[("reason", "invalid_claim")]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_efa_roles_refuse_the_token() {
+    let key = DevKey::generate(Algorithm::RS256).unwrap();
+    let h = pem_harness(&key, "[RS256]").await;
+    for roles in [json!({"FabricAdmin": true}), json!(["FabricAdmin", 3])] {
+        let mut c = efa_claims();
+        c["roles"] = roles;
+        assert_rejected(&h.review(&key.sign(&c)).await);
+    }
+    assert_eq!(h.reviews(&[("reason", "invalid_claim")]).await, 2.0);
 }

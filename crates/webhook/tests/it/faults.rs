@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
+use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{issuer::Behaviour, issuer::TestIssuer};
 use serde_json::Value;
 
@@ -161,13 +162,23 @@ async fn a_slow_issuer_does_not_hold_up_another_issuer() {
     let ca = new_ca();
     let slow = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
     let fine = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    // Two issuers in one config, so each has a prefix of its own.
     let yaml = format!(
         "{}{}",
-        dex_issuer_yaml("slow", slow.url()).replace(
+        DexIssuer {
+            prefix: "slow:",
+            ..DexIssuer::new("slow", slow.url())
+        }
+        .yaml()
+        .replace(
             "    jwks_min_refetch_interval: 1s\n",
             "    jwks_min_refetch_interval: 200ms\n    jwks_fetch_timeout: 2s\n"
         ),
-        dex_issuer_yaml("fine", fine.url())
+        DexIssuer {
+            prefix: "fine:",
+            ..DexIssuer::new("fine", fine.url())
+        }
+        .yaml()
     );
     let h = Harness::start(ca, &yaml, Options::default()).await;
     assert!(h.running.wait_ready(Duration::from_secs(10)).await);

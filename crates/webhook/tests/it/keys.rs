@@ -12,6 +12,7 @@ use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::issuer::Behaviour;
 use kube_authn_testkit::{DevKey, dex_claims, issuer::TestIssuer};
 use kube_authn_webhook::cmd::demo::issuer::jwks_document;
+use kube_authn_webhook::prepare::Prepared;
 use serde_json::{Value, json};
 
 use kube_authn_testkit::harness::*;
@@ -443,7 +444,7 @@ pub(crate) fn certificate_pem(key: &DevKey, not_before: u64, not_after: u64) -> 
 }
 
 fn efa_claims(now: u64) -> Value {
-    json!({"username": "netadmin", "roles": ["FabricAdmin", "NetworkOperator"], "iat": now, "exp": now + 3600})
+    json!({"username": "netadmin", "roles": ["FabricAdmin", "NetworkOperator"], "iat": now, "exp": now + 4 * 3600})
 }
 
 async fn efa_with_certificate(cert: &str, keys_extra: &str, clock: Clock) -> Harness {
@@ -455,6 +456,7 @@ async fn efa_with_certificate(cert: &str, keys_extra: &str, clock: Clock) -> Har
     kind: efa
     keys: {{public_key_files: [efa-jwt-cert.pem]{keys_extra}}}
     algorithms: [RS256]
+    allow_any_audience: true
     claims:
       username: {{claims: [username, sub], prefix: "efa:"}}
       groups: {{claims: [roles, role], prefix: "efa:"}}
@@ -527,11 +529,18 @@ async fn an_expired_efa_certificate_is_trusted_only_when_the_config_says_so() {
         .await,
         (now - 86_400) as f64
     );
+    // check-config prints it, serve logs it at start.
+    let warnings = Prepared::load(&h.dir().join("config.yaml"))
+        .unwrap()
+        .warnings;
     assert!(
-        logs()
-            .lines()
-            .any(|l| l.contains("trusted anyway because keys.allow_expired_certificate is set")),
-        "the override is warned about"
+        warnings.iter().any(|w| {
+            w.field.to_string() == "issuers[0] (efa).keys.public_key_files[0]"
+                && w.message.contains("the certificate expired at")
+                && w.message
+                    .contains("trusted anyway because keys.allow_expired_certificate is set")
+        }),
+        "the override is warned about: {warnings:?}"
     );
 }
 

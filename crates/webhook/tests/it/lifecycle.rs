@@ -373,7 +373,9 @@ async fn shutdown_drains_in_flight_reviews_and_turns_readyz_red() {
         ..Options::default()
     })
     .await;
-    issuer.set_behaviour(Behaviour::Slow(Duration::from_millis(1500)));
+    // Long enough that /readyz is asked while the review is still in
+    // flight, even on a loaded machine.
+    issuer.set_behaviour(Behaviour::Slow(Duration::from_secs(3)));
     issuer.rotate(Algorithm::RS256).unwrap();
     let token = issuer.mint(&jane(issuer.url()));
     let fetches = issuer.jwks_fetches();

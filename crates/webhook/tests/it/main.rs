@@ -13,3 +13,4 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod upstream;

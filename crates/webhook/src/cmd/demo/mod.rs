@@ -76,8 +76,8 @@ issuers:
     audiences: [kubernetes]
     algorithms: [RS256]
     claims:
-      username: {{claims: [email, name]}}
-      groups: {{claim: groups}}
+      username: {{claims: [email, name], prefix: ""}}
+      groups: {{claim: groups, prefix: ""}}
       uid: {{claim: sub}}
       extra: {{"authn.k8s.io/connector-id": federated_claims.connector_id}}
 "#,
