@@ -36,6 +36,12 @@ pub enum Behaviour {
     WrongIssuer,
     /// A JWKS of this many bytes.
     Oversized(usize),
+    /// 200 with this document as the JWKS (keys the tests craft: none
+    /// usable, small-order points, weak RSA...).
+    Publish(Value),
+    /// Discovery names this `jwks_uri` (another host, a link-local
+    /// address...); the JWKS itself is served as usual.
+    JwksUri(String),
 }
 
 struct State {
@@ -217,7 +223,9 @@ async fn misbehave(state: &State) -> Option<HttpResponse> {
         Behaviour::Normal
         | Behaviour::EmptyKeys
         | Behaviour::WrongIssuer
-        | Behaviour::Oversized(_) => None,
+        | Behaviour::Oversized(_)
+        | Behaviour::Publish(_)
+        | Behaviour::JwksUri(_) => None,
         Behaviour::Unavailable => {
             Some(HttpResponse::ServiceUnavailable().body("issuer unavailable"))
         }
@@ -243,15 +251,22 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
     if let Some(r) = misbehave(&state).await {
         return r;
     }
-    let wrong =
-        *state.behaviour.read().unwrap_or_else(|e| e.into_inner()) == Behaviour::WrongIssuer;
+    let behaviour = state
+        .behaviour
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let url = &state.url;
-    let issuer = if wrong {
+    let issuer = if behaviour == Behaviour::WrongIssuer {
         format!("{url}-impostor")
     } else {
         url.clone()
     };
-    HttpResponse::Ok().json(discovery_document(url, &issuer))
+    let mut doc = discovery_document(url, &issuer);
+    if let Behaviour::JwksUri(uri) = behaviour {
+        doc["jwks_uri"] = json!(uri);
+    }
+    HttpResponse::Ok().json(doc)
 }
 
 async fn jwks(state: web::Data<State>) -> HttpResponse {
@@ -267,6 +282,7 @@ async fn jwks(state: web::Data<State>) -> HttpResponse {
     let body = match behaviour {
         Behaviour::EmptyKeys => json!({"keys": []}).to_string(),
         Behaviour::Oversized(n) => format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(n)),
+        Behaviour::Publish(doc) => doc.to_string(),
         _ => jwks_document(state.keys.read().unwrap_or_else(|e| e.into_inner()).iter()).to_string(),
     };
     let mut resp = HttpResponse::Ok();

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub(crate) jwks_fetches: IntCounterVec,
     pub(crate) jwks_keys: IntGaugeVec,
     pub(crate) jwks_last_success: GaugeVec,
+    pub(crate) jwks_skipped_keys: IntGaugeVec,
+    pub(crate) jwks_max_key_age: GaugeVec,
+    pub(crate) efa_cert_expiry: GaugeVec,
     pub(crate) bad_requests: IntCounterVec,
     pub(crate) tls_reloads: IntCounterVec,
     pub(crate) build_info: IntGaugeVec,
@@ -88,6 +91,30 @@ impl Metrics {
                 &["issuer"],
             )
             .expect("static metric definition"),
+            jwks_skipped_keys: IntGaugeVec::new(
+                Opts::new(
+                    "authn_webhook_jwks_skipped_keys",
+                    "Keys of the issuer's last fetched JWKS that were not loaded (unusable or unsupported: weak RSA, small-order or off-curve points, shared secrets...); the log says why.",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            jwks_max_key_age: GaugeVec::new(
+                Opts::new(
+                    "authn_webhook_jwks_max_key_age_seconds",
+                    "max_key_age of an issuer whose keys are fetched: once its last good fetch is older, its tokens cannot be checked.",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            efa_cert_expiry: GaugeVec::new(
+                Opts::new(
+                    "authn_webhook_efa_certificate_expiry_timestamp_seconds",
+                    "Unix time the earliest certificate in an issuer's keys.public_key_files expires (its notAfter).",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
             bad_requests: IntCounterVec::new(
                 Opts::new(
                     "authn_webhook_bad_requests_total",
@@ -129,6 +156,9 @@ impl Metrics {
             Box::new(m.jwks_fetches.clone()),
             Box::new(m.jwks_keys.clone()),
             Box::new(m.jwks_last_success.clone()),
+            Box::new(m.jwks_skipped_keys.clone()),
+            Box::new(m.jwks_max_key_age.clone()),
+            Box::new(m.efa_cert_expiry.clone()),
             Box::new(m.bad_requests.clone()),
             Box::new(m.tls_reloads.clone()),
             Box::new(m.build_info.clone()),

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use jsonwebtoken::Algorithm;
+use kube_authn_common::clock::unix_now;
 use kube_authn_common::fs::read_bounded;
 use zeroize::Zeroizing;
 
@@ -72,21 +73,26 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     {
         problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
     }
+    let mut warnings = config.warnings;
     let issuers = config
         .issuers
         .into_iter()
-        .filter_map(|spec| issuer(spec, problems))
+        .filter_map(|spec| issuer(spec, problems, &mut warnings))
         .collect();
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
-        warnings: config.warnings,
+        warnings,
     }
 }
 
-fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
+fn issuer(
+    spec: config::Issuer,
+    problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
+) -> Option<Issuer> {
     let before = problems.len();
     let at = spec.field.clone();
     let ca_pem = spec.certificate_authority_file.as_deref().and_then(|p| {
@@ -101,11 +107,26 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
         }
     });
     let mut static_keys = Vec::new();
+    let now = unix_now();
+    let allow_expired = spec.keys.allow_expired_certificate;
     for (i, p) in spec.keys.public_key_files.iter().enumerate() {
         let field = at.field("keys").field("public_key_files").index(i);
         if let Some(bytes) = read(problems, &field, p) {
             match keys::from_pem(&bytes) {
-                Ok(k) => static_keys.extend(k),
+                Ok(k) => {
+                    for key in &k {
+                        certificate_validity(
+                            problems,
+                            warnings,
+                            &field,
+                            p,
+                            key,
+                            allow_expired,
+                            now,
+                        );
+                    }
+                    static_keys.extend(k);
+                }
                 Err(e) => problems.add(&field, format!("{}: {e}", p.display())),
             }
         }
@@ -142,6 +163,39 @@ fn issuer(spec: config::Issuer, problems: &mut Problems) -> Option<Issuer> {
         static_keys,
         ca_pem,
     })
+}
+
+/// A key from a certificate is trusted within the certificate's validity
+/// only: one outside it is a problem, or with `allow_expired` a warning;
+/// one inside it stops verifying at its notAfter (unless `allow_expired`).
+fn certificate_validity(
+    problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
+    field: &FieldPath,
+    path: &Path,
+    key: &VerifyKey,
+    allow_expired: bool,
+    now: u64,
+) {
+    let Some(cert) = key.certificate else { return };
+    match (cert.problem_at(now), allow_expired) {
+        (Some(why), false) => problems.add(
+            field,
+            format!(
+                "{}: the certificate {why}: install the issuer's current certificate (or set keys.allow_expired_certificate: true to trust it anyway)",
+                path.display()
+            ),
+        ),
+        (Some(why), true) => warnings.push(Problem {
+            field: field.clone(),
+            message: format!(
+                "{}: the certificate {why}, and is trusted anyway because keys.allow_expired_certificate is set",
+                path.display()
+            ),
+        }),
+        (None, false) => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
+        (None, true) => {}
+    }
 }
 
 fn read(problems: &mut Problems, field: &FieldPath, path: &Path) -> Option<Vec<u8>> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
 
+use crate::keys::remote;
 use crate::verify::claims::{ClaimMapping, ClaimPath};
 
 /// Issuer name used in metrics and logs for tokens no issuer claims.
@@ -128,6 +129,8 @@ pub struct Issuer {
 pub(crate) struct KeyFiles {
     pub(crate) public_key_files: Vec<PathBuf>,
     pub(crate) hmac_secret_file: Option<PathBuf>,
+    /// Trust a certificate in `public_key_files` outside its validity.
+    pub(crate) allow_expired_certificate: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +139,12 @@ pub(crate) struct RemoteKeys {
     pub(crate) fetch_timeout: Duration,
     pub(crate) min_refetch_interval: Duration,
     pub(crate) max_response_bytes: usize,
+    /// How long the last good keys are used while the issuer cannot be
+    /// reached.
+    pub(crate) max_key_age: Duration,
+    /// Hosts the JWKS may be fetched from (lower case, as `Url::host_str`
+    /// writes them): the issuer's own, then `jwks_hosts`.
+    pub(crate) jwks_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,6 +173,9 @@ const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 const DEFAULT_CLOCK_SKEW: Duration = Duration::ZERO;
 const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
+const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
+const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 impl Config {
@@ -212,6 +224,7 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<(Config, Problems), Co
     let mut v = Validator {
         base,
         problems: Problems::default(),
+        max_key_age: DEFAULT_MAX_KEY_AGE,
         warnings: Vec::new(),
     };
     let config = v.config(raw);
@@ -221,6 +234,8 @@ pub(crate) fn validate(text: &str, path: &Path) -> Result<(Config, Problems), Co
 struct Validator {
     base: PathBuf,
     problems: Problems,
+    /// The top-level `max_key_age`, for issuers without their own.
+    max_key_age: Duration,
     warnings: Vec<Problem>,
 }
 
@@ -249,6 +264,24 @@ impl Validator {
                 default
             }
         }
+    }
+
+    /// `max_key_age` at `field`: 5m..30d (a key set is refreshed at least
+    /// every quarter of it, and at most every minute).
+    fn max_key_age(
+        &mut self,
+        field: &FieldPath,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Duration {
+        let age = self.duration(field, value, default);
+        if !(MIN_MAX_KEY_AGE..=MAX_MAX_KEY_AGE).contains(&age) {
+            self.problem(
+                field,
+                "must be between 5m and 30d: how long the last good keys are used while the issuer cannot be reached",
+            );
+        }
+        age
     }
 
     fn socket_addr(&mut self, field: &FieldPath, value: Option<&str>, default: &str) -> SocketAddr {
@@ -281,6 +314,11 @@ impl Validator {
         }
         self.distinct_issuers(&raw.issuers);
         self.separate_identities(&raw.issuers);
+        self.max_key_age = self.max_key_age(
+            &FieldPath::at("max_key_age"),
+            raw.max_key_age.as_deref(),
+            DEFAULT_MAX_KEY_AGE,
+        );
         let issuers: Vec<Issuer> = raw
             .issuers
             .into_iter()
@@ -497,6 +535,19 @@ impl Validator {
             }
             _ => {}
         }
+        let url_host = url.as_deref().and_then(|u| {
+            let host = reqwest::Url::parse(u)
+                .ok()?
+                .host_str()?
+                .to_ascii_lowercase();
+            if remote::host_is_link_local(&host) {
+                self.problem(
+                    &at.field("url"),
+                    format!("{u:?} is a link-local address: keys are never fetched from one"),
+                );
+            }
+            Some(host)
+        });
 
         let audiences: Vec<String> = raw.audiences.unwrap_or_default();
         let allow_any_audience = raw.allow_any_audience.unwrap_or(false);
@@ -565,6 +616,8 @@ impl Validator {
                 format!("{url:?} must start with https://"),
             );
         }
+        let jwks_hosts =
+            self.jwks_hosts(&at, kind, url_host, raw.jwks_hosts, remote_source.as_ref());
 
         let algorithms = self.algorithms(&at, kind, raw.algorithms);
         let key_problems = self.problems.any_under(&at.field("keys"));
@@ -619,6 +672,19 @@ impl Validator {
             );
         }
 
+        let max_key_age = match &raw.max_key_age {
+            Some(v) => {
+                if remote_source.is_none() {
+                    self.problem(
+                        &at.field("max_key_age"),
+                        "applies to keys fetched from the issuer (discovery or a JWKS URL); this issuer fetches none",
+                    );
+                }
+                self.max_key_age(&at.field("max_key_age"), Some(v), self.max_key_age)
+            }
+            None => self.max_key_age,
+        };
+
         let mut claims = self.claims(&at, &name, kind, raw.claims.unwrap_or_default());
         claims.email_verified_accepts_string = raw.email_verified_accepts_string.unwrap_or(false);
 
@@ -643,8 +709,75 @@ impl Validator {
                 fetch_timeout,
                 min_refetch_interval,
                 max_response_bytes: MAX_JWKS_BYTES,
+                max_key_age,
+                jwks_hosts,
             }),
         })
+    }
+
+    /// The hosts an issuer's JWKS may be on: its own (`url`'s; for an efa
+    /// issuer without url, keys.jwks_url's, which the operator wrote), then
+    /// `jwks_hosts`. A configured JWKS URL must be on one of them; none may
+    /// be a link-local address.
+    fn jwks_hosts(
+        &mut self,
+        at: &FieldPath,
+        kind: IssuerKind,
+        url_host: Option<String>,
+        raw: Option<Vec<String>>,
+        source: Option<&RemoteSource>,
+    ) -> Vec<String> {
+        let field = at.field("jwks_hosts");
+        if raw.is_some() && source.is_none() {
+            self.problem(
+                &field,
+                "applies to keys fetched from the issuer (discovery or a JWKS URL); this issuer fetches none",
+            );
+        }
+        let jwks_field = match kind {
+            IssuerKind::Oidc => at.field("jwks_url"),
+            IssuerKind::Efa => at.field("keys").field("jwks_url"),
+        };
+        let configured = match source {
+            Some(RemoteSource::Jwks { url }) => reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase)),
+            _ => None,
+        };
+        let mut hosts: Vec<String> = url_host
+            .or_else(|| configured.clone())
+            .into_iter()
+            .collect();
+        for entry in raw.unwrap_or_default() {
+            let host = entry.trim();
+            let parsed = (!host.is_empty() && !host.contains(['/', '@', '?', '#', ' ']))
+                .then(|| reqwest::Url::parse(&format!("https://{host}/")).ok())
+                .flatten()
+                .filter(|u| u.port().is_none())
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase));
+            match parsed {
+                None => self.problem(
+                    &field,
+                    format!("{entry:?} is not a host name or address: write it as keys.example.com, without scheme, port or path"),
+                ),
+                Some(h) if remote::host_is_link_local(&h) => self.problem(
+                    &field,
+                    format!("{entry:?} is a link-local address: keys are never fetched from one"),
+                ),
+                Some(h) => {
+                    if !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                }
+            }
+        }
+        if let Some(RemoteSource::Jwks { url }) = source
+            && url.starts_with("https://")
+            && let Some(why) = remote::jwks_url_refused(url, &hosts)
+        {
+            self.problem(&jwks_field, why);
+        }
+        hosts
     }
 
     fn efa_keys(
@@ -667,6 +800,7 @@ impl Validator {
                 .map(|p| self.path(p))
                 .collect(),
             hmac_secret_file: raw.hmac_secret_file.as_deref().map(|p| self.path(p)),
+            allow_expired_certificate: raw.allow_expired_certificate.unwrap_or(false),
         };
         let remote = raw.jwks_url.map(|url| RemoteSource::Jwks { url });
         if keys.public_key_files.is_empty() && keys.hmac_secret_file.is_none() && remote.is_none() {
@@ -980,6 +1114,39 @@ mod tests {
         );
         assert_eq!(parse_algorithm("EdDSA"), Ok(Algorithm::EdDSA));
         assert!(parse_algorithm("rs256").is_err());
+    }
+
+    /// The top-level max_key_age is every fetching issuer's unless it has
+    /// its own; 24h without either. jwks_hosts starts with the issuer's host.
+    #[test]
+    fn max_key_age_defaults_and_overrides() {
+        let issuer = |name: &str, extra: &str| {
+            format!(
+                "\n  - name: {name}\n    kind: oidc\n    url: https://{name}.example.com/dex\n    audiences: [k]\n    claims: {{username: {{claim: email, prefix: \"{name}:\"}}, groups: {{claim: groups, prefix: \"{name}:\"}}}}\n{extra}"
+            )
+        };
+        let text = |top: &str| {
+            format!(
+                "server: {{tls: {{cert_file: a, key_file: b}}}}\n{top}issuers:{}{}",
+                issuer("a", ""),
+                issuer(
+                    "b",
+                    "    max_key_age: 1h\n    jwks_hosts: [Keys.Example.com]\n"
+                )
+            )
+        };
+        let remote = |c: &Config, i: usize| c.issuers[i].remote.clone().unwrap();
+        let c = Config::from_yaml(&text(""), Path::new("c.yaml")).unwrap();
+        assert_eq!(remote(&c, 0).max_key_age, Duration::from_secs(24 * 3600));
+        assert_eq!(remote(&c, 1).max_key_age, Duration::from_secs(3600));
+        assert_eq!(remote(&c, 0).jwks_hosts, ["a.example.com"]);
+        assert_eq!(
+            remote(&c, 1).jwks_hosts,
+            ["b.example.com", "keys.example.com"]
+        );
+        let c = Config::from_yaml(&text("max_key_age: 2d\n"), Path::new("c.yaml")).unwrap();
+        assert_eq!(remote(&c, 0).max_key_age, Duration::from_secs(2 * 86_400));
+        assert_eq!(remote(&c, 1).max_key_age, Duration::from_secs(3600));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) cache: Cache,
     #[serde(default)]
     pub(crate) issuers: Vec<Issuer>,
+    /// Default for every issuer's `max_key_age`.
+    pub(crate) max_key_age: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +74,8 @@ pub(crate) struct Issuer {
     pub(crate) clock_skew: Option<String>,
     pub(crate) jwks_fetch_timeout: Option<String>,
     pub(crate) jwks_min_refetch_interval: Option<String>,
+    pub(crate) max_key_age: Option<String>,
+    pub(crate) jwks_hosts: Option<Vec<String>>,
     pub(crate) keys: Option<Keys>,
     pub(crate) claims: Option<Claims>,
     /// Lets this issuer's username/group space overlap another's that sets it too.
@@ -86,6 +90,7 @@ pub(crate) struct Keys {
     pub(crate) public_key_files: Option<Vec<PathBuf>>,
     pub(crate) jwks_url: Option<String>,
     pub(crate) hmac_secret_file: Option<PathBuf>,
+    pub(crate) allow_expired_certificate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

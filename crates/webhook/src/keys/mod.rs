@@ -2,10 +2,13 @@
 //! A key's family is fixed when it is loaded, so an HS* token can never be
 //! checked against an RSA or EC public key (algorithm confusion).
 
+mod points;
 pub(crate) mod remote;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +22,44 @@ use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 const MIN_RSA_BITS: usize = 2048;
+/// The most aws-lc-rs verifies (`RSA_PKCS1_2048_8192_*`).
+const MAX_RSA_BITS: usize = 8192;
+
+/// Why a token's keys could not be used: "could not check" (`status.error`,
+/// never cached), not a verdict on the token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Fetch(#[from] remote::FetchError),
+    /// The issuer has not been reached for longer than `max_key_age`.
+    #[error(
+        "the last good key set is {} old, more than max_key_age ({}); the issuer must be reachable again{}",
+        humantime::format_duration(*age),
+        humantime::format_duration(*max),
+        last_error.as_ref().map(|e| format!(" (last fetch: {e})")).unwrap_or_default()
+    )]
+    Stale {
+        age: Duration,
+        max: Duration,
+        last_error: Option<remote::FetchError>,
+    },
+    /// A certificate in `keys.public_key_files` is past its notAfter.
+    #[error(
+        "its certificate (keys.public_key_files) expired at {0}: install the issuer's new certificate, or set keys.allow_expired_certificate"
+    )]
+    CertificateExpired(String),
+    /// An unknown kid asked for a refetch sooner than
+    /// `jwks_min_refetch_interval` allows. Never waited for: the next
+    /// allowed fetch is made in the background.
+    #[error(
+        "the token's key is not in the key set, and keys were fetched for an unknown key less than jwks_min_refetch_interval ago; the next fetch is in {}",
+        humantime::format_duration(*.0)
+    )]
+    RefetchLimited(Duration),
+    /// Too many reviews already wait for this issuer's fetch in flight.
+    #[error("too many reviews are waiting for this issuer's key fetch")]
+    TooManyWaiters,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum KeyKind {
@@ -42,13 +83,59 @@ impl KeyKind {
     }
 }
 
-#[derive(Clone)]
 pub struct VerifyKey {
     pub(crate) kid: Option<String>,
     pub(crate) kind: KeyKind,
     /// The JWK's own `alg`, when it names one: the key then checks only that.
     pub(crate) alg: Option<Algorithm>,
     key: DecodingKey,
+    /// Clock time (Unix seconds) from which the key verifies nothing more:
+    /// never (`u64::MAX`) for a key file, a certificate's notAfter, the last
+    /// good fetch plus `max_key_age` for a fetched key, 0 once the issuer no
+    /// longer publishes it. A cached identity checks it on every hit.
+    trusted_until: AtomicU64,
+    /// For a key taken from an X.509 certificate: its validity.
+    pub(crate) certificate: Option<Validity>,
+}
+
+/// An X.509 certificate's validity, in Unix seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Validity {
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
+}
+
+impl Validity {
+    /// Why the certificate is not valid at `now`, if it is not.
+    pub(crate) fn problem_at(&self, now: u64) -> Option<String> {
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        if now >= self.not_after {
+            Some(format!("expired at {}", rfc3339(self.not_after)))
+        } else if now < self.not_before {
+            Some(format!("is not valid before {}", rfc3339(self.not_before)))
+        } else {
+            None
+        }
+    }
+}
+
+/// A Unix time for people (UTC, RFC 3339).
+pub(crate) fn rfc3339(t: i64) -> String {
+    let secs = u64::try_from(t).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+impl Clone for VerifyKey {
+    fn clone(&self) -> Self {
+        VerifyKey {
+            kid: self.kid.clone(),
+            kind: self.kind,
+            alg: self.alg,
+            key: self.key.clone(),
+            trusted_until: AtomicU64::new(self.trusted_until.load(Ordering::Relaxed)),
+            certificate: self.certificate,
+        }
+    }
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -57,6 +144,7 @@ impl std::fmt::Debug for VerifyKey {
             .field("kid", &self.kid)
             .field("kind", &self.kind)
             .field("alg", &self.alg)
+            .field("certificate", &self.certificate)
             .finish_non_exhaustive()
     }
 }
@@ -77,7 +165,40 @@ impl VerifyKey {
             kind,
             alg,
             key,
+            trusted_until: AtomicU64::new(u64::MAX),
+            certificate: None,
         }
+    }
+
+    /// Whether the key may still verify at `now` (clock seconds): one atomic
+    /// load, cheap enough for every cache hit.
+    pub(crate) fn usable_at(&self, now: u64) -> bool {
+        now < self.trusted_until.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn trust_until(&self, until: u64) {
+        self.trusted_until.store(until, Ordering::Relaxed);
+    }
+
+    /// The issuer no longer publishes this key: it verifies nothing from now
+    /// on, and identities it verified leave the cache at their next hit.
+    pub(crate) fn withdraw(&self) {
+        self.trust_until(0);
+    }
+
+    /// The same key as `other`: kid, family, `alg` and key material.
+    pub(crate) fn same_key(&self, other: &VerifyKey) -> bool {
+        use jsonwebtoken::DecodingKeyKind as K;
+        self.kid == other.kid
+            && self.kind == other.kind
+            && self.alg == other.alg
+            && match (self.key.kind(), other.key.kind()) {
+                (K::SecretOrDer(a), K::SecretOrDer(b)) => a == b,
+                (K::RsaModulusExponent { n, e }, K::RsaModulusExponent { n: n2, e: e2 }) => {
+                    n == n2 && e == e2
+                }
+                _ => false,
+            }
     }
 
     pub(crate) fn accepts(&self, alg: Algorithm) -> bool {
@@ -143,6 +264,52 @@ impl KeySet {
         self.by_kid.len() + self.unnamed.len()
     }
 
+    fn iter(&self) -> impl Iterator<Item = &Arc<VerifyKey>> {
+        self.by_kid.values().chain(&self.unnamed)
+    }
+
+    /// The key set a fresh fetch of `keys` makes of `self`, each key trusted
+    /// until `trusted_until`: a key `self` already holds is kept as is (so
+    /// identities it verified stay cached), and every key of `self` that is
+    /// not fetched again is withdrawn. Returns the set and how many keys were
+    /// withdrawn.
+    pub(crate) fn refreshed(
+        &self,
+        keys: impl IntoIterator<Item = VerifyKey>,
+        trusted_until: u64,
+    ) -> (KeySet, usize) {
+        let mut kept: Vec<Arc<VerifyKey>> = Vec::new();
+        let fresh = KeySet::new(keys);
+        let mut out = KeySet::default();
+        for k in fresh.iter() {
+            let known = self.iter().find(|old| old.same_key(k)).cloned();
+            let k = known.unwrap_or_else(|| k.clone());
+            k.trust_until(trusted_until);
+            kept.push(k.clone());
+            match &k.kid {
+                Some(kid) => {
+                    out.by_kid.insert(kid.clone(), k);
+                }
+                None => out.unnamed.push(k),
+            }
+        }
+        let mut withdrawn = 0;
+        for old in self.iter() {
+            if !kept.iter().any(|k| Arc::ptr_eq(k, old)) {
+                old.withdraw();
+                withdrawn += 1;
+            }
+        }
+        (out, withdrawn)
+    }
+
+    /// Withdraws every key (they outlived `max_key_age`).
+    pub(crate) fn withdraw_all(&self) {
+        for k in self.iter() {
+            k.withdraw();
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -175,7 +342,8 @@ impl KeySet {
 }
 
 /// Every key in a PEM file: `PUBLIC KEY` (SPKI), `RSA PUBLIC KEY` (PKCS#1) or
-/// `CERTIFICATE` (X.509, as EFA distributes its "JWT certificate").
+/// `CERTIFICATE` (X.509, as EFA distributes its "JWT certificate"; the key
+/// carries the certificate's validity, which `prepare` checks).
 pub fn from_pem(pem: &[u8]) -> Result<Vec<VerifyKey>, String> {
     let mut keys = Vec::new();
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
@@ -184,21 +352,19 @@ pub fn from_pem(pem: &[u8]) -> Result<Vec<VerifyKey>, String> {
             "CERTIFICATE" => {
                 let (_, cert) = x509_parser::parse_x509_certificate(&block.contents)
                     .map_err(|e| format!("bad X.509 certificate: {e}"))?;
-                from_spki(cert.public_key())?
+                let mut key = from_spki(cert.public_key())?;
+                key.certificate = Some(Validity {
+                    not_before: cert.validity().not_before.timestamp(),
+                    not_after: cert.validity().not_after.timestamp(),
+                });
+                key
             }
             "PUBLIC KEY" => {
                 let (_, spki) = SubjectPublicKeyInfo::from_der(&block.contents)
                     .map_err(|e| format!("bad PUBLIC KEY block: {e}"))?;
                 from_spki(&spki)?
             }
-            "RSA PUBLIC KEY" => {
-                rsa_size_ok(&block.contents)?;
-                VerifyKey::new(
-                    None,
-                    KeyKind::Rsa,
-                    DecodingKey::from_rsa_der(&block.contents),
-                )
-            }
+            "RSA PUBLIC KEY" => rsa_from_pkcs1(&block.contents)?,
             label if label.contains("PRIVATE") => {
                 return Err(format!(
                     "holds a {label}: give the public key or certificate only, never the private key"
@@ -218,35 +384,84 @@ pub fn from_pem(pem: &[u8]) -> Result<Vec<VerifyKey>, String> {
     Ok(keys)
 }
 
-fn rsa_size_ok(pkcs1: &[u8]) -> Result<(), String> {
+/// A PKCS#1 `RSAPublicKey`, checked as a JWK's components are.
+fn rsa_from_pkcs1(pkcs1: &[u8]) -> Result<VerifyKey, String> {
     let public = aws_lc_rs::rsa::PublicKey::from_der(pkcs1)
         .map_err(|e| format!("bad RSA public key: {e}"))?;
-    let bits = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(&public)
-        .n
-        .iter()
-        .skip_while(|b| **b == 0)
-        .count()
-        * 8;
+    let c = aws_lc_rs::signature::RsaPublicKeyComponents::<Vec<u8>>::from(&public);
+    rsa_usable(&c.n, &c.e)?;
+    Ok(VerifyKey::new(
+        None,
+        KeyKind::Rsa,
+        DecodingKey::from_rsa_der(pkcs1),
+    ))
+}
+
+/// Why an RSA public key (big-endian `n` and `e`, shortest form) cannot be
+/// trusted, if it cannot: too small or too large for the verifier, an even
+/// modulus, or an exponent of 1 (every "signature" is its own message) or an
+/// even one. aws-lc-rs has the last word.
+fn rsa_usable(n: &[u8], e: &[u8]) -> Result<(), String> {
+    let bits = bit_length(n);
     if bits < MIN_RSA_BITS {
         return Err(format!(
             "RSA key of {bits} bits is too small (at least {MIN_RSA_BITS})"
         ));
     }
-    Ok(())
+    if bits > MAX_RSA_BITS {
+        return Err(format!(
+            "RSA key of {bits} bits is larger than the {MAX_RSA_BITS} bits this verifier checks"
+        ));
+    }
+    if n.last().is_none_or(|b| b % 2 == 0) {
+        return Err("RSA modulus n is even: not an RSA key".to_owned());
+    }
+    match e.last() {
+        None => return Err("RSA exponent e is empty".to_owned()),
+        Some(last) if last % 2 == 0 => {
+            return Err("RSA exponent e is even: not an RSA key".to_owned());
+        }
+        Some(_) if bit_length(e) <= 1 => {
+            return Err("RSA exponent e is 1: every signature would be its own message".to_owned());
+        }
+        Some(_) => {}
+    }
+    aws_lc_rs::signature::RsaPublicKeyComponents { n, e }
+        .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
+        .map(|_| ())
+        .map_err(|err| format!("RSA key refused by aws-lc: {err}"))
+}
+
+/// Bits of a big-endian unsigned integer, leading zeros not counted.
+fn bit_length(be: &[u8]) -> usize {
+    let digits: Vec<&u8> = be.iter().skip_while(|b| **b == 0).collect();
+    match digits.first() {
+        None => 0,
+        Some(top) => (digits.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+/// An EC point (SEC 1 encoding) aws-lc-rs accepts for `kind`'s curve: on the
+/// curve, not the point at infinity.
+fn ec_point_usable(kind: KeyKind, point: &[u8]) -> Result<(), String> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ECDSA_P384_SHA384_FIXED, ParsedPublicKey};
+    let (alg, curve) = match kind {
+        KeyKind::EcP384 => (&ECDSA_P384_SHA384_FIXED, "P-384"),
+        _ => (&ECDSA_P256_SHA256_FIXED, "P-256"),
+    };
+    ParsedPublicKey::new(alg, point)
+        .map(|_| ())
+        .map_err(|_| format!("EC public key is not a point on {curve}"))
 }
 
 fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<VerifyKey, String> {
     let bits: &[u8] = &spki.subject_public_key.data;
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_PKCS1_RSAENCRYPTION {
-        rsa_size_ok(bits)?;
-        return Ok(VerifyKey::new(
-            None,
-            KeyKind::Rsa,
-            DecodingKey::from_rsa_der(bits),
-        ));
+        return rsa_from_pkcs1(bits);
     }
     if *oid == OID_SIG_ED25519 {
+        points::ed25519_usable(bits)?;
         return Ok(VerifyKey::new(
             None,
             KeyKind::Ed25519,
@@ -264,9 +479,30 @@ fn from_spki(spki: &SubjectPublicKeyInfo<'_>) -> Result<VerifyKey, String> {
             Some(c) if c == OID_NIST_EC_P384 => KeyKind::EcP384,
             _ => return Err("EC key on a curve other than P-256 or P-384".to_owned()),
         };
+        ec_point_usable(kind, bits)?;
         return Ok(VerifyKey::new(None, kind, DecodingKey::from_ec_der(bits)));
     }
     Err(format!("unsupported public key algorithm {oid}"))
+}
+
+/// Exports the earliest notAfter of an issuer's certificates (one trusted
+/// outside its validity is a config warning, see `prepare`).
+pub(crate) fn report_certificates(
+    issuer: &str,
+    keys: &[VerifyKey],
+    metrics: &crate::metrics::Metrics,
+) {
+    if let Some(first) = keys
+        .iter()
+        .filter_map(|k| k.certificate)
+        .map(|c| c.not_after)
+        .min()
+    {
+        metrics
+            .efa_cert_expiry
+            .with_label_values(&[issuer])
+            .set(first as f64);
+    }
 }
 
 /// An HS256/384/512 shared secret. A trailing newline (as `echo` writes) is not
@@ -311,33 +547,53 @@ fn from_jwk(value: serde_json::Value) -> Result<Option<VerifyKey>, String> {
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
         return Ok(None);
     }
+    let b64 = |what: &str, v: &str| {
+        URL_SAFE_NO_PAD
+            .decode(v)
+            .map_err(|_| format!("{what} is not base64url"))
+    };
     let (kind, key) = match &jwk.algorithm {
         AlgorithmParameters::RSA(p) => {
-            let n = URL_SAFE_NO_PAD
-                .decode(&p.n)
-                .map_err(|_| "RSA n is not base64url")?;
-            let e = URL_SAFE_NO_PAD
-                .decode(&p.e)
-                .map_err(|_| "RSA e is not base64url")?;
-            let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
-            if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key of {bits} bits is too small"));
+            let n = b64("RSA n", &p.n)?;
+            let e = b64("RSA e", &p.e)?;
+            // RFC 7518 6.3.1: the shortest big-endian form. A leading zero
+            // is how a hand-made or buggy key set pads; refuse it rather
+            // than guess.
+            if n.first() == Some(&0) || e.first() == Some(&0) {
+                return Err(
+                    "RSA n or e has a leading zero byte (RFC 7518 6.3.1 wants the shortest form)"
+                        .to_owned(),
+                );
             }
+            rsa_usable(&n, &e)?;
             (KeyKind::Rsa, DecodingKey::from_rsa_raw_components(&n, &e))
         }
         AlgorithmParameters::EllipticCurve(p) => {
-            let kind = match p.curve {
-                EllipticCurve::P256 => KeyKind::EcP256,
-                EllipticCurve::P384 => KeyKind::EcP384,
+            let (kind, size) = match p.curve {
+                EllipticCurve::P256 => (KeyKind::EcP256, 32),
+                EllipticCurve::P384 => (KeyKind::EcP384, 48),
                 _ => return Err("EC curve not supported".to_owned()),
             };
-            let key = DecodingKey::from_ec_components(&p.x, &p.y).map_err(|e| e.to_string())?;
-            (kind, key)
+            let x = b64("EC x", &p.x)?;
+            let y = b64("EC y", &p.y)?;
+            if x.len() != size || y.len() != size {
+                return Err(format!(
+                    "EC x and y must be {size} bytes each for {:?}",
+                    p.curve
+                ));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            ec_point_usable(kind, &point)?;
+            (kind, DecodingKey::from_ec_der(&point))
         }
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => (
-            KeyKind::Ed25519,
-            DecodingKey::from_ed_components(&p.x).map_err(|e| e.to_string())?,
-        ),
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            let x = b64("OKP x", &p.x)?;
+            points::ed25519_usable(&x)?;
+            (KeyKind::Ed25519, DecodingKey::from_ed_der(&x))
+        }
         // A symmetric key in a public key set would turn every reader of the
         // set into a token minter.
         AlgorithmParameters::OctetKey(_) => {
@@ -392,6 +648,131 @@ mod tests {
         assert_eq!(skipped.len(), 3, "{skipped:?}");
         assert!(skipped.iter().any(|s| s.contains("oct")));
         assert!(from_jwks(b"<html>").is_err());
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn unb64(v: &serde_json::Value) -> Vec<u8> {
+        URL_SAFE_NO_PAD.decode(v.as_str().unwrap()).unwrap()
+    }
+
+    /// Each unusable key is skipped with its reason, never loaded; the real
+    /// keys beside them load.
+    #[test]
+    fn unusable_keys_are_skipped_with_a_reason() {
+        use crate::cmd::demo::issuer::DevKey;
+        let rsa = DevKey::generate(Algorithm::RS256).unwrap().jwk;
+        let ec = DevKey::generate(Algorithm::ES256).unwrap().jwk;
+        let ed = DevKey::generate(Algorithm::EdDSA).unwrap().jwk;
+        let n = unb64(&rsa["n"]);
+        let with = |base: &serde_json::Value, field: &str, value: String| {
+            let mut k = base.clone();
+            k[field] = json!(value);
+            k["kid"] = json!(format!("bad-{field}"));
+            k
+        };
+        let mut leading_zero = vec![0u8];
+        leading_zero.extend_from_slice(&n);
+        let mut even = n.clone();
+        *even.last_mut().unwrap() &= 0xfe;
+        let mut short = n.clone();
+        short[0] = (short[0] & 0x7f) | 0x40;
+        let mut y = unb64(&ec["y"]);
+        y[31] ^= 1;
+        let mut identity = vec![0u8; 32];
+        identity[0] = 1;
+        let mut off_curve = vec![0u8; 32];
+        off_curve[0] = 2;
+        // y = p + 1: the identity written a second way.
+        let mut p_plus_1 = vec![0xff_u8; 32];
+        p_plus_1[0] = 0xee;
+        p_plus_1[31] = 0x7f;
+        let cases = [
+            (with(&rsa, "e", b64(&[1])), "e is 1"),
+            (with(&rsa, "e", b64(&[1, 0, 0])), "e is even"),
+            (with(&rsa, "n", b64(&leading_zero)), "leading zero"),
+            (with(&rsa, "n", b64(&even)), "modulus n is even"),
+            (with(&rsa, "n", b64(&short)), "2047 bits is too small"),
+            (
+                with(&rsa, "n", b64(&[0xff; 1025])),
+                "larger than the 8192 bits",
+            ),
+            (with(&ec, "y", b64(&y)), "not a point on P-256"),
+            (with(&ec, "x", b64(&[1; 31])), "must be 32 bytes"),
+            (with(&ed, "x", b64(&identity)), "small-order"),
+            (with(&ed, "x", b64(&off_curve)), "not a point on the curve"),
+            (with(&ed, "x", b64(&p_plus_1)), "not a canonical encoding"),
+        ];
+        for (jwk, says) in &cases {
+            let doc = json!({"keys": [jwk, rsa, ec, ed]}).to_string();
+            let (keys, skipped) = from_jwks(doc.as_bytes()).unwrap();
+            assert_eq!(keys.len(), 3, "{says}: {skipped:?}");
+            assert_eq!(skipped.len(), 1, "{says}");
+            assert!(
+                skipped[0].starts_with("keys[0]: ") && skipped[0].contains(says),
+                "{says}: {skipped:?}"
+            );
+        }
+    }
+
+    /// The same checks for key files, which are refused instead.
+    #[test]
+    fn unusable_pem_keys_are_refused() {
+        // SPKI of Ed25519 with the identity point (small order).
+        let mut der = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00, 0x01,
+        ];
+        der.extend_from_slice(&[0; 31]);
+        let pem = pem::encode(&pem::Pem::new("PUBLIC KEY", der));
+        let err = from_pem(pem.as_bytes()).unwrap_err();
+        assert!(err.contains("small-order"), "{err}");
+        let good = crate::cmd::demo::issuer::DevKey::generate(Algorithm::EdDSA).unwrap();
+        assert_eq!(from_pem(good.public_pem.as_bytes()).unwrap().len(), 1);
+    }
+
+    /// A fresh fetch keeps the keys it lists again (the same `Arc`, so the
+    /// identities they verified stay cached), trusts them anew, and
+    /// withdraws the rest.
+    #[test]
+    fn a_refetch_keeps_listed_keys_and_withdraws_the_others() {
+        let key = |kid: &str, secret: &[u8]| {
+            VerifyKey::new(
+                Some(kid.into()),
+                KeyKind::Hmac,
+                DecodingKey::from_secret(secret),
+            )
+        };
+        let (old, _) = KeySet::default().refreshed([key("a", b"1"), key("b", b"2")], 100);
+        let a = old.candidates(Some("a"), Algorithm::HS256).remove(0);
+        let b = old.candidates(Some("b"), Algorithm::HS256).remove(0);
+        assert!(a.usable_at(99) && !a.usable_at(100));
+        // "a" listed again, "b" gone, "b2" new; a kid with other material
+        // is another key.
+        let (new, withdrawn) = old.refreshed([key("a", b"1"), key("c", b"3")], 200);
+        assert_eq!(withdrawn, 1);
+        let a2 = new.candidates(Some("a"), Algorithm::HS256).remove(0);
+        assert!(Arc::ptr_eq(&a, &a2), "the same key object");
+        assert!(a.usable_at(150), "trusted until the new fetch's limit");
+        assert!(!b.usable_at(0), "withdrawn");
+        let (_, withdrawn) = new.refreshed([key("a", b"changed"), key("c", b"3")], 300);
+        assert_eq!(withdrawn, 1);
+        assert!(
+            !a.usable_at(0),
+            "same kid, other key: the old one is withdrawn"
+        );
+    }
+
+    #[test]
+    fn certificate_validity_says_what_is_wrong() {
+        let v = Validity {
+            not_before: 1_000,
+            not_after: 2_000,
+        };
+        assert_eq!(v.problem_at(1_500), None);
+        assert!(v.problem_at(2_000).unwrap().starts_with("expired at 1970-"));
+        assert!(v.problem_at(10).unwrap().contains("not valid before"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Verdicts by SHA-256 of the token (the token itself is never stored).
-//! Identities live until min(max_ttl, token exp); definite rejections for
-//! negative_ttl; "could not check" is never cached.
+//! Identities live until min(max_ttl, token exp), and no longer than the key
+//! that verified them may verify; definite rejections for negative_ttl;
+//! "could not check" is never cached.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +49,9 @@ struct Entry {
 impl Entry {
     fn valid_at(&self, now: u64) -> bool {
         match &self.verdict {
-            Verdict::Authenticated(id) => id.expires_at > now,
+            // One atomic load: the key is withdrawn, past max_key_age or its
+            // certificate's notAfter, and the token is checked afresh.
+            Verdict::Authenticated(id) => id.expires_at > now && id.key.usable_at(now),
             Verdict::Rejected { .. } => true,
         }
     }
@@ -95,7 +98,8 @@ impl TokenCache {
         if entry.valid_at(now) {
             return Some(entry.verdict.clone());
         }
-        // The cache TTL already ends at exp; this guards a clock that moved.
+        // The cache TTL already ends at exp (this guards a clock that
+        // moved); the key's end is only known now.
         cache.invalidate(key).await;
         None
     }

@@ -16,8 +16,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::value::RawValue;
 
 use crate::config::IssuerKind;
-use crate::keys::remote::{ClientError, FetchError, RemoteKeys};
-use crate::keys::{KeySet, VerifyKey};
+use crate::keys::remote::{ClientError, RemoteKeys};
+use crate::keys::{self, KeyError, KeySet, VerifyKey};
 use crate::metrics::Metrics;
 use crate::prepare;
 use crate::wire::UserInfo;
@@ -93,10 +93,7 @@ pub(crate) enum VerifyError {
     Rejected(#[from] Rejection),
     /// The apiserver logs this and does not cache it.
     #[error("issuer {issuer}: signing keys unavailable: {source}")]
-    KeysUnavailable {
-        issuer: Arc<str>,
-        source: FetchError,
-    },
+    KeysUnavailable { issuer: Arc<str>, source: KeyError },
     #[error("review did not finish within {0:?}")]
     Timeout(Duration),
 }
@@ -132,6 +129,9 @@ pub(crate) struct Identity {
     /// The token's `exp`: nothing outlives it.
     pub(crate) expires_at: u64,
     pub(crate) trust_implicit_audience: bool,
+    /// The key that verified the token: nor does the identity outlive it
+    /// (withdrawn by the issuer, past `max_key_age`, certificate expired).
+    pub(crate) key: Arc<VerifyKey>,
 }
 
 impl Identity {
@@ -180,12 +180,33 @@ impl IssuerVerifier {
         self.static_keys.len() + self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
     }
 
-    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<Arc<VerifyKey>> {
+    /// The keys that may check a token with this kid and alg at `now`:
+    /// static ones, then the last fetched. Keys the token may be checked
+    /// against but that may no longer verify (a certificate past notAfter,
+    /// fetched keys older than `max_key_age`) make it "could not check".
+    fn candidates(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: u64,
+    ) -> Result<Vec<Arc<VerifyKey>>, KeyError> {
         let mut c = self.static_keys.candidates(kid, alg);
         if let Some(r) = &self.remote {
             c.extend(r.snapshot().keys.candidates(kid, alg));
         }
-        c
+        let Some(unusable) = c.iter().find(|k| !k.usable_at(now)).cloned() else {
+            return Ok(c);
+        };
+        c.retain(|k| k.usable_at(now));
+        if !c.is_empty() {
+            return Ok(c);
+        }
+        match (unusable.certificate, &self.remote) {
+            (Some(cert), _) => Err(KeyError::CertificateExpired(keys::rfc3339(cert.not_after))),
+            (None, Some(r)) => r.stale_at(now).map_or(Ok(c), Err),
+            // Withdrawn since the key set was read: as if never held.
+            (None, None) => Ok(c),
+        }
     }
 
     /// Checks a routed token: claims first, then the key (fetching when the
@@ -227,28 +248,29 @@ impl IssuerVerifier {
         }
 
         let kid = jwt.kid.as_deref();
-        let mut candidates = self.candidates(kid, jwt.alg);
+        let unavailable = |source| VerifyError::KeysUnavailable {
+            issuer: self.name.clone(),
+            source,
+        };
+        let mut candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable)?;
         if candidates.is_empty()
             && let Some(remote) = &self.remote
         {
             remote
                 .refresh_for_unknown_kid(iat, self.clock_leeway)
                 .await
-                .map_err(|source| VerifyError::KeysUnavailable {
-                    issuer: self.name.clone(),
-                    source,
-                })?;
-            candidates = self.candidates(kid, jwt.alg);
+                .map_err(unavailable)?;
+            candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable)?;
         }
         if candidates.is_empty() {
             return Err(Rejection::UnknownKey.into());
         }
-        if !candidates
-            .iter()
-            .any(|k| k.verify(jwt.signing_input, jwt.signature, jwt.alg))
-        {
+        let Some(key) = candidates
+            .into_iter()
+            .find(|k| k.verify(jwt.signing_input, jwt.signature, jwt.alg))
+        else {
             return Err(Rejection::BadSignature.into());
-        }
+        };
 
         let mapped = self.claims.map(&claims.to_map()?)?;
         Ok(Verified {
@@ -258,6 +280,7 @@ impl IssuerVerifier {
                 token_audiences,
                 expires_at: u64::try_from(exp).unwrap_or(0),
                 trust_implicit_audience: self.trust_implicit_audience,
+                key,
             },
             dropped_system_groups: mapped.dropped_system_groups,
         })
@@ -327,6 +350,7 @@ impl Verifier {
                 )?)),
                 None => None,
             };
+            keys::report_certificates(&name, &p.static_keys, metrics);
             let static_keys = KeySet::new(p.static_keys.iter().cloned());
             if !static_keys.is_empty() {
                 metrics
@@ -398,6 +422,11 @@ mod tests {
             token_audiences: token_aud.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
             trust_implicit_audience: trust,
+            key: Arc::new(VerifyKey::new(
+                None,
+                keys::KeyKind::Hmac,
+                jsonwebtoken::DecodingKey::from_secret(b"k"),
+            )),
         }
     }
 

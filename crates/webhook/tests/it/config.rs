@@ -184,6 +184,18 @@ fn each_server_telemetry_and_cache_rule_names_its_field() {
             "issuers",
             "at least one issuer",
         ),
+        (
+            "max key age",
+            t("max_key_age: 1m\n"),
+            "max_key_age",
+            "must be between 5m and 30d",
+        ),
+        (
+            "max key age duration",
+            t("max_key_age: a day\n"),
+            "max_key_age",
+            "is not a duration",
+        ),
     ];
     assert_refused(&cases, validate);
 }
@@ -340,6 +352,74 @@ fn each_issuer_rule_names_its_field() {
             "between 100ms and 5m",
         ),
         (
+            "issuer max key age",
+            c(&format!("{oidc}    max_key_age: 40d\n")),
+            "issuers[0] (x).max_key_age",
+            "must be between 5m and 30d",
+        ),
+        (
+            "max key age without fetched keys",
+            c(&format!("{efa}    max_key_age: 1h\n")),
+            "issuers[0] (x).max_key_age",
+            "applies to keys fetched from the issuer",
+        ),
+        (
+            "jwks hosts without fetched keys",
+            c(&format!("{efa}    jwks_hosts: [keys.example.com]\n")),
+            "issuers[0] (x).jwks_hosts",
+            "applies to keys fetched from the issuer",
+        ),
+        (
+            "jwks host with a scheme",
+            c(&format!(
+                "{oidc}    jwks_hosts: [\"https://keys.example.com/\"]\n"
+            )),
+            "issuers[0] (x).jwks_hosts",
+            "is not a host name or address",
+        ),
+        (
+            "jwks host with a port",
+            c(&format!(
+                "{oidc}    jwks_hosts: [\"keys.example.com:8443\"]\n"
+            )),
+            "issuers[0] (x).jwks_hosts",
+            "is not a host name or address",
+        ),
+        (
+            "link-local jwks host",
+            c(&format!("{oidc}    jwks_hosts: [169.254.169.254]\n")),
+            "issuers[0] (x).jwks_hosts",
+            "is a link-local address",
+        ),
+        (
+            "link-local v6 jwks host",
+            c(&format!("{oidc}    jwks_hosts: [\"[fe80::1]\"]\n")),
+            "issuers[0] (x).jwks_hosts",
+            "is a link-local address",
+        ),
+        (
+            "jwks_url on another host",
+            c(&format!(
+                "{oidc}    jwks_url: https://keys.example.com/keys\n"
+            )),
+            "issuers[0] (x).jwks_url",
+            "is not on the issuer's host (dex.example.com); list keys.example.com in jwks_hosts",
+        ),
+        (
+            "efa jwks_url link-local",
+            c(
+                "    kind: efa\n    url: https://efa.example.com\n    keys: {jwks_url: \"https://169.254.169.254/keys\"}\n",
+            ),
+            "issuers[0] (x).keys.jwks_url",
+            "link-local address",
+        ),
+        (
+            "link-local url",
+            c("    kind: oidc\n    url: https://169.254.169.254/dex\n    audiences: [k]\n"),
+            "issuers[0] (x).url",
+            "is a link-local address",
+        ),
+        (
             "claim and claims",
             c(&format!(
                 "{oidc}    claims: {{username: {{claim: email, claims: [name]}}}}\n"
@@ -432,6 +512,33 @@ fn each_issuer_rule_names_its_field() {
         ),
     ];
     assert_refused(&cases, validate);
+}
+
+/// The key settings of issue 11 in a config that is fine: a global
+/// max_key_age with an issuer's own, a JWKS on a host jwks_hosts lists, an
+/// efa issuer without url whose keys.jwks_url is its host.
+#[test]
+fn key_age_and_jwks_hosts_settings_validate() {
+    let text = config(
+        "",
+        "max_key_age: 2d\n",
+        "
+  - name: dex
+    kind: oidc
+    url: https://dex.example.com/dex
+    audiences: [kubernetes]
+    jwks_url: https://Keys.Example.com/dex/keys
+    jwks_hosts: [keys.example.com, \"[2001:db8::1]\", 10.0.0.1]
+    max_key_age: 1h
+    claims: {username: {claim: email, prefix: \"dex:\"}, groups: {claim: groups, prefix: \"dex:\"}}
+  - name: efa
+    kind: efa
+    allow_any_audience: true
+    keys: {jwks_url: https://efa.example.com/keys}
+    claims: {username: {claim: username, prefix: \"efa:\"}, groups: {claim: roles, prefix: \"efa:\"}}
+",
+    );
+    Config::from_yaml(&text, Path::new("/etc/kube-authn-webhook/config.yaml")).unwrap();
 }
 
 #[test]
@@ -652,6 +759,15 @@ fn unreadable_or_unusable_files_name_the_field_that_names_them() {
     write(dir.path(), "other.key", &other.key_pem);
     write(dir.path(), "not-pem", "hello");
     write(dir.path(), "short-secret", "too short\n");
+    let now = kube_authn_common::clock::unix_now();
+    let key = kube_authn_testkit::DevKey::generate(jsonwebtoken::Algorithm::RS256).unwrap();
+    let cert = crate::keys::certificate_pem;
+    write(
+        dir.path(),
+        "expired.pem",
+        cert(&key, now - 7200, now - 3600),
+    );
+    write(dir.path(), "future.pem", cert(&key, now + 3600, now + 7200));
     let path = dir.path().join("config.yaml");
     let prepare = |text: &str| Prepared::from_yaml(text, &path).expect_err("refused");
     let efa = |keys: &str| {
@@ -720,6 +836,18 @@ fn unreadable_or_unusable_files_name_the_field_that_names_them() {
             efa("{hmac_secret_file: short-secret}"),
             "issuers[0] (efa).keys.hmac_secret_file",
             "HS256 needs at least 32",
+        ),
+        (
+            "expired certificate",
+            efa("{public_key_files: [expired.pem]}"),
+            "issuers[0] (efa).keys.public_key_files[0]",
+            "the certificate expired at",
+        ),
+        (
+            "certificate not valid yet",
+            efa("{public_key_files: [future.pem]}"),
+            "issuers[0] (efa).keys.public_key_files[0]",
+            "the certificate is not valid before",
         ),
     ];
     assert_refused(&cases, prepare);
