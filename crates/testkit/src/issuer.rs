@@ -212,13 +212,19 @@ impl TestIssuer {
     }
 }
 
+impl State {
+    /// The behaviour set now (one copy, so a handler sees one behaviour).
+    fn behaviour(&self) -> Behaviour {
+        self.behaviour
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// Applies the failure behaviours; `None` means answer normally.
 async fn misbehave(state: &State) -> Option<HttpResponse> {
-    let b = state
-        .behaviour
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let b = state.behaviour();
     match b {
         Behaviour::Normal
         | Behaviour::EmptyKeys
@@ -251,11 +257,7 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
     if let Some(r) = misbehave(&state).await {
         return r;
     }
-    let behaviour = state
-        .behaviour
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let behaviour = state.behaviour();
     let url = &state.url;
     let issuer = if behaviour == Behaviour::WrongIssuer {
         format!("{url}-impostor")
@@ -274,11 +276,7 @@ async fn jwks(state: web::Data<State>) -> HttpResponse {
     if let Some(r) = misbehave(&state).await {
         return r;
     }
-    let behaviour = state
-        .behaviour
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let behaviour = state.behaviour();
     let body = match behaviour {
         Behaviour::EmptyKeys => json!({"keys": []}).to_string(),
         Behaviour::Oversized(n) => format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(n)),
