@@ -7,7 +7,7 @@
 //! `HIGH_WATER` (so a slow stdout slows logging down rather than losing lines
 //! or growing memory). Nothing is dropped; the `LogGuard` writes out the rest.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -26,7 +26,10 @@ pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let batch = Arc::new(Batch::new());
+    // Colours only for a person at a terminal: a pipe, a file or a log
+    // collector gets no escape codes.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(io::stdout().is_terminal())
         .with_env_filter(filter)
         .with_writer(BatchWriter(batch.clone()));
     // A second init (tests, demo) keeps the first subscriber.

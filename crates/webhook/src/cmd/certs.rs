@@ -53,7 +53,7 @@ pub enum CertsError {
     #[error("--renew: {path}: {why}")]
     Renew { path: PathBuf, why: String },
     #[error(
-        "refusing to overwrite {}; pass --force to replace them (the kube-apiserver's webhook kubeconfig must then be regenerated too)",
+        "refusing to overwrite {}; to renew the serving and client certificates from the CA already there, pass --renew (nothing else changes); --force replaces everything, the CA included (the kube-apiserver's webhook kubeconfig must then be regenerated too)",
         .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
     Exists(Vec<PathBuf>),

@@ -349,7 +349,9 @@ fn certs_writes_pem_files_with_keys_0600_and_refuses_to_overwrite() {
     assert!(!again.status.success(), "a second run must refuse");
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(
-        stderr.contains("refusing to overwrite") && stderr.contains("--force"),
+        stderr.contains("refusing to overwrite")
+            && stderr.contains("pass --renew")
+            && stderr.contains("--force"),
         "{stderr}"
     );
     assert_eq!(

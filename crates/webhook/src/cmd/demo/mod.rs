@@ -60,7 +60,7 @@ pub async fn run(once: bool) -> Result<(), DemoError> {
     let tls = ca.server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 1)?;
     write(dir.path(), "ca.crt", &ca.cert_pem)?;
     write(dir.path(), "tls.crt", &tls.cert_pem)?;
-    write(dir.path(), "tls.key", &tls.key_pem)?;
+    write_private(dir.path(), "tls.key", &tls.key_pem)?;
     let config_text = format!(
         r#"# Written by `kube-authn-webhook demo`.
 server:
@@ -205,6 +205,23 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
+/// The serving key: 0600 from its creation on, as `certs` writes keys, even
+/// in a temporary directory that goes away when the demo ends.
+fn write_private(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, DemoError> {
+    let p = dir.join(name);
+    kube_authn_common::fs::write_atomic(
+        &p,
+        contents.as_bytes(),
+        0o600,
+        kube_authn_common::fs::Existing::Replace,
+    )
+    .map_err(|source| DemoError::Write {
+        path: p.clone(),
+        source,
+    })?;
+    Ok(p)
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, DemoError> {
     let p = dir.join(name);
     std::fs::write(&p, contents).map_err(|source| DemoError::Write {
@@ -212,4 +229,18 @@ fn write(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, DemoError> {
         source,
     })?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(unix)]
+    #[test]
+    fn the_demo_key_is_written_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = super::write_private(dir.path(), "tls.key", "key").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "key");
+    }
 }
