@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kube_authn_common::clock::Clock;
-use kube_authn_webhook::cmd::{certs, demo, kubeconfig};
+use kube_authn_webhook::cmd::{certs, demo, explain, kubeconfig};
 use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::{http as server, logging};
 
@@ -26,6 +26,21 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Explain why a token would be authenticated or refused: the issuer
+    /// chosen, each check, the user, and the TokenReview answer. Fetches the
+    /// issuer's keys once. The token is never printed (its fingerprint is).
+    /// Exit 0: authenticated, 1: refused, 2: could not be checked.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// File holding the token, or `-` for stdin.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// An audience the kube-apiserver asks for (spec.audiences); repeat
+        /// for several. None by default.
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
     },
     /// Run a local dev issuer and the webhook on 127.0.0.1 and show one review.
     Demo {
@@ -128,6 +143,11 @@ fn main() -> ExitCode {
                 Ok::<(), server::StartError>(())
             })
         }
+        Command::Explain {
+            config,
+            token_file,
+            audiences,
+        } => ExitCode::from(explain::run(&config, &token_file, &audiences)),
         Command::Demo { once } => run(demo::run(once)),
         Command::Certs {
             out,

@@ -1,6 +1,8 @@
 //! The subcommands beside `serve`: what an operator runs to wire the webhook
-//! up (`certs`, `kubeconfig`) and the self-contained `demo`.
+//! up (`certs`, `kubeconfig`), the self-contained `demo`, and `explain` for
+//! "why was my token refused?".
 
 pub mod certs;
 pub mod demo;
+pub mod explain;
 pub mod kubeconfig;

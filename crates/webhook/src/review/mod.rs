@@ -11,7 +11,7 @@ use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
-use crate::verify::{Identity, IssuerVerifier, Rejection, Verifier, VerifyError, jwt};
+use crate::verify::{Identity, IssuerVerifier, Rejection, Trace, Verifier, VerifyError, jwt};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
 
@@ -59,8 +59,9 @@ enum Decided {
     /// Cached, or verified and now cached.
     Verdict(Verdict),
     /// Refused before routing: not a JWT, too large, or no issuer for its
-    /// `iss`. Never cached (see `Reviewer::decide`).
-    Unrouted(Rejection),
+    /// `iss`. Never cached (see `Reviewer::decide`). With the token's `iss`
+    /// (truncated, escaped) when no issuer has it, for the log line.
+    Unrouted(Rejection, Option<String>),
     /// Could not be checked: never cached, by us or by the apiserver.
     Unchecked(Arc<Unchecked>),
 }
@@ -127,18 +128,47 @@ impl Reviewer {
         audiences: &[String],
         started: Instant,
     ) -> Result<Vec<u8>, ApiError> {
+        self.review_token_traced(version, token, audiences, started, &mut Trace::off())
+            .await
+    }
+
+    /// `review_token`, recording each check into `trace`: `explain` runs
+    /// this, so what it reports is what `serve` decides.
+    pub async fn review_token_traced(
+        &self,
+        version: ApiVersion,
+        token: &str,
+        audiences: &[String],
+        started: Instant,
+        trace: &mut Trace,
+    ) -> Result<Vec<u8>, ApiError> {
         let hash = sha256(token.as_bytes());
         let now = self.clock.now();
-        let (lookup, decided) = self.decide(token, &hash, now).await;
+        let (lookup, decided) = self.decide(token, &hash, now, trace).await;
         self.metrics
             .cache_lookups
             .with_label_values(&[lookup.label()])
             .inc();
 
+        let mut unknown_iss = None;
         let (issuer, answer) = match decided {
             Decided::Verdict(Verdict::Authenticated(id)) => (
                 Some(id.issuer.clone()),
-                match id.audiences_for(audiences) {
+                match trace.step(
+                    "requested audiences",
+                    || {
+                        format!(
+                            "the kube-apiserver asked for {audiences:?}; the token has {:?}{}",
+                            id.token_audiences,
+                            if id.trust_implicit_audience {
+                                " (trust_implicit_audience: the apiserver's own audience is trusted)"
+                            } else {
+                                ""
+                            }
+                        )
+                    },
+                    id.audiences_for(audiences),
+                ) {
                     Ok(auds) => Answer::Authenticated(id, auds),
                     Err(r) => Answer::Rejected(r),
                 },
@@ -146,7 +176,10 @@ impl Reviewer {
             Decided::Verdict(Verdict::Rejected { issuer, rejection }) => {
                 (issuer, Answer::Rejected(rejection))
             }
-            Decided::Unrouted(rejection) => (None, Answer::Rejected(rejection)),
+            Decided::Unrouted(rejection, iss) => {
+                unknown_iss = iss;
+                (None, Answer::Rejected(rejection))
+            }
             Decided::Unchecked(u) => (Some(u.issuer.clone()), Answer::Unchecked(u)),
         };
         let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
@@ -204,6 +237,13 @@ impl Reviewer {
                 issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %token, error = %u.error, "tokenreview"
             ),
+            // Which iss nobody serves: the first thing to look at when a
+            // new issuer's users are refused.
+            _ if unknown_iss.is_some() => tracing::info!(
+                issuer = issuer_label, outcome, reason, cache, api_version,
+                latency_us, token = %token, iss = unknown_iss.as_deref().unwrap_or_default(),
+                "tokenreview"
+            ),
             _ => tracing::info!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %token, "tokenreview"
@@ -223,26 +263,62 @@ impl Reviewer {
     /// either, and a flood of distinct ones (anyone can make them) would
     /// otherwise push real identities out of a full cache. The apiserver
     /// still caches the refusal on its side (no `status.error`).
-    async fn decide(&self, token: &str, hash: &TokenHash, now: u64) -> (Lookup, Decided) {
+    async fn decide(
+        &self,
+        token: &str,
+        hash: &TokenHash,
+        now: u64,
+        trace: &mut Trace,
+    ) -> (Lookup, Decided) {
         if let Some(verdict) = self.cache.get(hash, now).await {
+            trace.note("cache", || "answered from the cache".to_owned());
             return (Lookup::Hit, Decided::Verdict(verdict));
         }
-        let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r));
-        let jwt = match jwt::split(token) {
+        let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r, None));
+        let jwt = match trace.step(
+            "decode",
+            || format!("{} bytes", token.len()),
+            jwt::split(token),
+        ) {
             Ok(j) => j,
             Err(r) => return unrouted(r),
         };
-        let claims = match jwt::Claims::parse(&jwt.payload) {
+        trace.note("header", || {
+            format!(
+                "alg {:?}, kid {}",
+                jwt.alg,
+                jwt.kid
+                    .as_deref()
+                    .map_or_else(|| "(none)".to_owned(), |k| format!("{:?}", printable(k)))
+            )
+        });
+        let claims = match trace.step(
+            "payload",
+            || "one JSON object".to_owned(),
+            jwt::Claims::parse(&jwt.payload),
+        ) {
             Ok(c) => c,
             Err(r) => return unrouted(r),
         };
-        let issuer = match self.verifier.route(&claims) {
+        let routed = self.verifier.route(&claims);
+        let issuer = match trace.step(
+            "issuer",
+            || self.verifier.describe_route(&claims, routed.ok()),
+            routed,
+        ) {
             Ok(i) => i,
-            Err(r) => return unrouted(r),
+            Err(r) => {
+                let iss = crate::verify::iss_for_display(&claims);
+                return (Lookup::Miss, Decided::Unrouted(r, Some(iss)));
+            }
         };
         let (lookup, result) = self
             .cache
-            .verify_once(*hash, now, self.verify(issuer, &jwt, &claims, hash, now))
+            .verify_once(
+                *hash,
+                now,
+                self.verify(issuer, &jwt, &claims, hash, now, trace),
+            )
             .await;
         match result {
             Ok(verdict) => (lookup, Decided::Verdict(verdict)),
@@ -260,9 +336,10 @@ impl Reviewer {
         claims: &jwt::Claims<'_>,
         hash: &TokenHash,
         now: u64,
+        trace: &mut Trace,
     ) -> Result<Verdict, Unchecked> {
         let deadline = self.request_timeout;
-        let result = tokio::time::timeout(deadline, issuer.verify(jwt, claims, now))
+        let result = tokio::time::timeout(deadline, issuer.verify_traced(jwt, claims, now, trace))
             .await
             .unwrap_or(Err(VerifyError::Timeout(deadline)));
         let name = issuer.name.clone();
@@ -318,6 +395,25 @@ pub(crate) fn sha256(data: &[u8]) -> TokenHash {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// At most `MAX_SHOWN` characters of a value taken from an untrusted token,
+/// control characters escaped: safe to print or log on one line.
+pub(crate) fn printable(s: &str) -> String {
+    const MAX_SHOWN: usize = 128;
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_SHOWN {
+            out.push_str(&format!("... ({} bytes)", s.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 

@@ -65,6 +65,28 @@ pub(crate) struct Mapped {
 }
 
 impl ClaimMapping {
+    /// The mapping in words, for `explain`.
+    pub(crate) fn describe(&self) -> String {
+        let list = |paths: &[ClaimPath]| {
+            paths
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut s = format!(
+            "username: first present of [{}], prefix {:?}; groups: first present of [{}], prefix {:?}",
+            list(&self.username),
+            self.username_prefix,
+            list(&self.groups),
+            self.groups_prefix
+        );
+        if !self.uid.is_empty() {
+            s.push_str(&format!("; uid: first present of [{}]", list(&self.uid)));
+        }
+        s
+    }
+
     pub(crate) fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
         let (path, name) = self.username(claims)?;
         // Dex sets email_verified beside email; an address not known to be

@@ -7,6 +7,7 @@
 
 pub(crate) mod claims;
 pub(crate) mod jwt;
+pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::prepare;
 use crate::wire::UserInfo;
 use claims::ClaimMapping;
 use kube_authn_common::clock::Clock;
+pub use trace::Trace;
 
 /// The leeway on `nbf` when `clock_skew` is smaller: go-oidc's, which the
 /// kube-apiserver's OIDC authenticator uses (its `exp` has none).
@@ -210,69 +212,156 @@ impl IssuerVerifier {
     }
 
     /// Checks a routed token: claims first, then the key (fetching when the
-    /// kid is new), the signature, and the claims-to-user mapping.
-    pub(crate) async fn verify(
+    /// kid is new), the signature, and the claims-to-user mapping; each
+    /// check is recorded into `trace` (`explain` reads it, `serve` passes
+    /// `Trace::off()`).
+    pub(crate) async fn verify_traced(
         &self,
         jwt: &jwt::UnverifiedJwt<'_>,
         claims: &jwt::Claims<'_>,
         now: u64,
+        trace: &mut Trace,
     ) -> Result<Verified, VerifyError> {
-        if !self.algorithms.contains(&jwt.alg) {
-            return Err(Rejection::UnsupportedAlgorithm.into());
-        }
-        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-        let exp = jwt::numeric_date(claims, "exp")?.ok_or(Rejection::MissingClaim("exp"))?;
-        check_times(
-            now_i,
-            exp,
-            jwt::numeric_date(claims, "nbf")?,
-            self.exp_leeway,
-            self.clock_leeway,
+        trace.step(
+            "algorithm",
+            || format!("{:?}; this issuer allows {:?}", jwt.alg, self.algorithms),
+            if self.algorithms.contains(&jwt.alg) {
+                Ok(())
+            } else {
+                Err(Rejection::UnsupportedAlgorithm)
+            },
         )?;
-        // Read (a malformed iat refuses the token) but not compared with our
-        // clock, as the kube-apiserver: it only decides whether a new kid
-        // may be worth a refetch.
-        let iat = jwt::numeric_date(claims, "iat")?;
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let times = || self.describe_times(claims, now_i);
+        let exp = trace.step(
+            "exp/nbf/iat",
+            times,
+            jwt::numeric_date(claims, "exp")
+                .and_then(|e| e.ok_or(Rejection::MissingClaim("exp")))
+                .and_then(|exp| {
+                    check_times(
+                        now_i,
+                        exp,
+                        jwt::numeric_date(claims, "nbf")?,
+                        self.exp_leeway,
+                        self.clock_leeway,
+                    )?;
+                    // Read (a malformed iat refuses the token) but not
+                    // compared with our clock, as the kube-apiserver: it only
+                    // decides whether a new kid may be worth a refetch.
+                    Ok((exp, jwt::numeric_date(claims, "iat")?))
+                }),
+        )?;
+        let (exp, iat) = exp;
         // OpenID Connect's sub is a string; go-oidc refuses any other type
         // whatever the mapping.
-        if self.kind == IssuerKind::Oidc
-            && claims
-                .get("sub")
-                .is_some_and(|s| !(s.is_string() || s.is_null()))
-        {
-            return Err(Rejection::InvalidClaim("sub").into());
+        if self.kind == IssuerKind::Oidc {
+            trace.step(
+                "sub",
+                || "an OpenID Connect sub is a string when present".to_owned(),
+                if claims
+                    .get("sub")
+                    .is_some_and(|s| !(s.is_string() || s.is_null()))
+                {
+                    Err(Rejection::InvalidClaim("sub"))
+                } else {
+                    Ok(())
+                },
+            )?;
         }
-        let token_audiences = jwt::audiences(claims)?;
-        if !self.allow_any_audience && !token_audiences.iter().any(|a| self.audiences.contains(a)) {
-            return Err(Rejection::AudienceMismatch.into());
-        }
+        let token_audiences = trace.step("aud", String::new, jwt::audiences(claims))?;
+        trace.step(
+            "aud",
+            || {
+                if self.allow_any_audience {
+                    format!("{token_audiences:?}; any audience is accepted (allow_any_audience)")
+                } else {
+                    format!(
+                        "{token_audiences:?}; this issuer accepts {:?}",
+                        self.audiences
+                    )
+                }
+            },
+            if self.allow_any_audience || token_audiences.iter().any(|a| self.audiences.contains(a))
+            {
+                Ok(())
+            } else {
+                Err(Rejection::AudienceMismatch)
+            },
+        )?;
 
         let kid = jwt.kid.as_deref();
         let unavailable = |source| VerifyError::KeysUnavailable {
             issuer: self.name.clone(),
             source,
         };
-        let mut candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable)?;
-        if candidates.is_empty()
+        let keys_detail = || {
+            format!(
+                "kid {}: {} key(s) held ({} configured, {} fetched)",
+                kid.map_or_else(|| "(none)".to_owned(), |k| format!("{k:?}")),
+                self.key_count(),
+                self.static_keys.len(),
+                self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
+            )
+        };
+        let mut candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable);
+        if let Ok(c) = &candidates
+            && c.is_empty()
             && let Some(remote) = &self.remote
         {
-            remote
+            let refetched = remote
                 .refresh_for_unknown_kid(iat, self.clock_leeway)
                 .await
-                .map_err(unavailable)?;
-            candidates = self.candidates(kid, jwt.alg, now).map_err(unavailable)?;
+                .map_err(unavailable);
+            trace.note("key", || match &refetched {
+                Ok(()) => "no held key matched: asked the issuer for its keys again".to_owned(),
+                Err(e) => format!("no held key matched; asking the issuer again failed: {e}"),
+            });
+            candidates =
+                refetched.and_then(|()| self.candidates(kid, jwt.alg, now).map_err(unavailable));
         }
-        if candidates.is_empty() {
-            return Err(Rejection::UnknownKey.into());
-        }
-        let Some(key) = candidates
-            .into_iter()
-            .find(|k| k.verify(jwt.signing_input, jwt.signature, jwt.alg))
-        else {
-            return Err(Rejection::BadSignature.into());
-        };
+        let candidates = trace.step(
+            "key",
+            keys_detail,
+            candidates.and_then(|c| {
+                if c.is_empty() {
+                    Err(Rejection::UnknownKey.into())
+                } else {
+                    Ok(c)
+                }
+            }),
+        )?;
+        let key = trace.step(
+            "signature",
+            || format!("{:?} over header and payload", jwt.alg),
+            candidates
+                .into_iter()
+                .find(|k| k.verify(jwt.signing_input, jwt.signature, jwt.alg))
+                .ok_or(Rejection::BadSignature),
+        )?;
 
-        let mapped = self.claims.map(&claims.to_map()?)?;
+        let mapped = trace.step(
+            "claims",
+            || self.claims.describe(),
+            claims.to_map().and_then(|m| self.claims.map(&m)),
+        )?;
+        let dropped = mapped.dropped_system_groups;
+        trace.note("user", || {
+            let u = &mapped.user;
+            let mut s = format!("username {:?}, groups {:?}", u.username, u.groups);
+            if let Some(uid) = &u.uid {
+                s.push_str(&format!(", uid {uid:?}"));
+            }
+            if !u.extra.is_empty() {
+                s.push_str(&format!(", extra {:?}", u.extra));
+            }
+            if dropped > 0 {
+                s.push_str(&format!(
+                    " ({dropped} group(s) starting with system: left out)"
+                ));
+            }
+            s
+        });
         Ok(Verified {
             identity: Identity {
                 issuer: self.name.clone(),
@@ -282,8 +371,39 @@ impl IssuerVerifier {
                 trust_implicit_audience: self.trust_implicit_audience,
                 key,
             },
-            dropped_system_groups: mapped.dropped_system_groups,
+            dropped_system_groups: dropped,
         })
+    }
+
+    /// The token's times against ours, for `explain`.
+    fn describe_times(&self, claims: &jwt::Claims<'_>, now: i64) -> String {
+        let show = |name: &str| match claims.get(name) {
+            None => format!("{name} (none)"),
+            Some(serde_json::Value::Number(n)) => match n.as_i64() {
+                Some(t) => format!("{name} {} ({})", keys::rfc3339(t), relative(t, now)),
+                None => format!("{name} {n}"),
+            },
+            Some(_) => format!("{name} (not a number)"),
+        };
+        format!(
+            "now {}; {}; {}; {}; leeway on exp {}, on nbf {}",
+            keys::rfc3339(now),
+            show("exp"),
+            show("nbf"),
+            show("iat"),
+            humantime::format_duration(self.exp_leeway),
+            humantime::format_duration(self.clock_leeway),
+        )
+    }
+}
+
+/// `t` relative to `now`: "in 5m", "10s ago", "now".
+fn relative(t: i64, now: i64) -> String {
+    let d = |s: i64| humantime::format_duration(Duration::from_secs(s.unsigned_abs()));
+    match t.saturating_sub(now) {
+        0 => "now".to_owned(),
+        s if s > 0 => format!("in {}", d(s)),
+        s => format!("{} ago", d(s)),
     }
 }
 
@@ -402,6 +522,44 @@ impl Verifier {
         };
         idx.map(|i| &self.issuers[i])
             .ok_or(Rejection::UnknownIssuer)
+    }
+
+    /// Why `route` chose `chosen` (or none), for `explain`.
+    pub(crate) fn describe_route(
+        &self,
+        claims: &jwt::Claims<'_>,
+        chosen: Option<&IssuerVerifier>,
+    ) -> String {
+        let iss = iss_for_display(claims);
+        match (chosen, claims.get("iss")) {
+            (Some(i), Some(_)) => format!("{} (iss {iss} is its url)", i.name),
+            (Some(i), None) => format!(
+                "{} (the token has no iss; {} is the issuer without a url)",
+                i.name, i.name
+            ),
+            (None, None) => "none (the token has no iss, and every issuer has a url)".to_owned(),
+            (None, Some(_)) => {
+                let mut urls: Vec<&str> = self.by_iss.keys().map(String::as_str).collect();
+                urls.sort_unstable();
+                format!("none (iss {iss}; the configured urls are {urls:?})")
+            }
+        }
+    }
+}
+
+/// The token's (untrusted) `iss` as logs and `explain` show it: quoted,
+/// truncated, control characters escaped; other JSON types by name.
+pub(crate) fn iss_for_display(claims: &jwt::Claims<'_>) -> String {
+    match claims.get("iss") {
+        None => "(none)".to_owned(),
+        Some(serde_json::Value::String(s)) => {
+            format!("\"{}\"", crate::review::printable(&s))
+        }
+        Some(serde_json::Value::Null) => "null".to_owned(),
+        Some(serde_json::Value::Bool(_)) => "(a boolean, not a string)".to_owned(),
+        Some(serde_json::Value::Number(_)) => "(a number, not a string)".to_owned(),
+        Some(serde_json::Value::Array(_)) => "(an array, not a string)".to_owned(),
+        Some(serde_json::Value::Object(_)) => "(an object, not a string)".to_owned(),
     }
 }
 

@@ -214,7 +214,10 @@ fn demo_once_shows_an_authenticated_round_trip() {
     assert!(stdout.contains("\"authenticated\": true"), "{stdout}");
     assert!(stdout.contains("curl --cacert"), "{stdout}");
     // stdout is a pipe here: no colour codes in the log lines.
-    assert!(!stdout.contains('\x1b'), "ANSI escapes on a pipe:\n{stdout}");
+    assert!(
+        !stdout.contains('\x1b'),
+        "ANSI escapes on a pipe:\n{stdout}"
+    );
 }
 
 /// `serve --config` on a config with `issuers` (a YAML list body); returns

@@ -9,6 +9,7 @@ mod config;
 mod deploy;
 mod dex;
 mod efa;
+mod explain;
 mod faults;
 mod http;
 mod keys;
