@@ -3,8 +3,8 @@
 //! bounded whatever the tokens say.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -24,6 +24,7 @@ pub struct Metrics {
     pub(crate) build_info: IntGaugeVec,
     pub(crate) start_time: Gauge,
     pub(crate) tls_cert_expiry: Gauge,
+    pub(crate) tls_cert_expiry_errors: IntCounter,
 }
 
 impl Metrics {
@@ -143,7 +144,12 @@ impl Metrics {
             .expect("static metric definition"),
             tls_cert_expiry: Gauge::new(
                 "authn_webhook_tls_certificate_expiry_timestamp_seconds",
-                "Unix time the serving certificate expires (its notAfter); 0 if it could not be read.",
+                "Unix time the serving certificate expires (its notAfter); NaN if it could not be read (see authn_webhook_tls_certificate_expiry_errors_total).",
+            )
+            .expect("static metric definition"),
+            tls_cert_expiry_errors: IntCounter::new(
+                "authn_webhook_tls_certificate_expiry_errors_total",
+                "Times the serving certificate's expiry could not be read; the expiry gauge is NaN until it can.",
             )
             .expect("static metric definition"),
             registry,
@@ -164,12 +170,21 @@ impl Metrics {
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
             Box::new(m.tls_cert_expiry.clone()),
+            Box::new(m.tls_cert_expiry_errors.clone()),
         ];
         for c in collectors {
             m.registry
                 .register(c)
                 .expect("each metric is registered once");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, ...: read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("the process collector is registered once");
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

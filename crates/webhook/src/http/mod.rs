@@ -150,11 +150,27 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
             tracing::error!(error = %e, "telemetry server stopped with an error");
         }
     }));
+    let issuers: Vec<String> = config
+        .issuers
+        .iter()
+        .map(|i| {
+            format!(
+                "{} ({}, {})",
+                i.spec.name,
+                i.spec.kind.as_str(),
+                i.spec.url.as_deref().unwrap_or("tokens without iss")
+            )
+        })
+        .collect();
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         %addr,
         %telemetry_addr,
         issuers = state.reviewer.verifier.issuers().len(),
+        issuer_list = issuers.join(", "),
         mtls = config.server.tls.client_ca_file.is_some(),
+        allowed_client_names = config.server.tls.allowed_client_names.join(","),
+        cache_max_entries = config.cache.max_entries,
         "serving TokenReviews"
     );
     Ok(Running {
@@ -308,8 +324,25 @@ fn refuse(state: &AppState, req: &HttpRequest, e: ApiError) -> ApiError {
             .inc();
     }
     // The path, never the query or the body: a token could sit in either.
-    let path: String = req.path().chars().take(128).collect();
-    tracing::info!(error = %e, code = code.as_u16(), method = %req.method(), path, "refused a request");
+    let path = crate::review::printable(req.path());
+    if code == StatusCode::FORBIDDEN {
+        // Who was turned away: the names allowed_client_names is checked
+        // against (from a certificate our client CA signed).
+        let client = match req.conn_data::<ClientNames>().map(|n| &n.0) {
+            Some(Ok(names)) if !names.is_empty() => names
+                .iter()
+                .take(8)
+                .map(|n| crate::review::printable(n))
+                .collect::<Vec<_>>()
+                .join(","),
+            Some(Ok(_)) => "(a certificate with no CN or DNS name)".to_owned(),
+            Some(Err(_)) => "(a certificate with several CNs)".to_owned(),
+            None => "(no client certificate)".to_owned(),
+        };
+        tracing::info!(error = %e, code = code.as_u16(), method = %req.method(), path, client, "refused a request");
+    } else {
+        tracing::info!(error = %e, code = code.as_u16(), method = %req.method(), path, "refused a request");
+    }
     e
 }
 

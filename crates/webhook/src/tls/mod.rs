@@ -99,13 +99,16 @@ pub(crate) fn certificate_not_after(key: &CertifiedKey) -> Result<i64, TlsError>
 /// Publishes the serving certificate's expiry as
 /// `authn_webhook_tls_certificate_expiry_timestamp_seconds`. Call whenever the
 /// certificate in use changes (start, reload). A certificate whose expiry
-/// cannot be read shows 0, which the expiry alert treats as expired.
+/// cannot be read shows NaN, not 0 (which would read as "expired in 1970"
+/// and page for the wrong reason), and counts an error, which the
+/// KubeAuthnWebhookCertificateExpiryUnreadable alert watches.
 pub(crate) fn record_certificate_expiry(metrics: &Metrics, key: &CertifiedKey) {
     match certificate_not_after(key) {
         Ok(t) => metrics.tls_cert_expiry.set(t as f64),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the serving certificate's expiry");
-            metrics.tls_cert_expiry.set(0.0);
+            metrics.tls_cert_expiry.set(f64::NAN);
+            metrics.tls_cert_expiry_errors.inc();
         }
     }
 }
