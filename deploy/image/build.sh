@@ -65,6 +65,7 @@ done
 ca=/etc/ssl/certs/ca-certificates.crt
 [[ -f $ca ]] || { log "$ca missing (apt-get install -y ca-certificates)"; exit 1; }
 install -D -m 0644 "$ca" "$root$ca"
+install -D -m 0644 LICENSE "$root/usr/share/doc/kube-authn-webhook/LICENSE"
 install -d -m 0755 "$root/etc"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"

@@ -14,4 +14,5 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod packaging;
 mod upstream;
