@@ -322,7 +322,7 @@ async fn unknown_issuers_are_refused_without_outbound_requests() {
     // key the issuer publishes, so only routing can refuse them.
     for iss in [
         format!("{}/", issuer.url()),
-        "https://evil.example.com/dex".to_owned(),
+        "https://evil.example.com/dex\u{7}\n".to_owned(),
     ] {
         let mut c = jane(issuer.url());
         c["iss"] = json!(iss);
@@ -340,6 +340,18 @@ async fn unknown_issuers_are_refused_without_outbound_requests() {
         h.reviews(&[("issuer", "unmatched"), ("reason", "unknown_issuer")])
             .await,
         3.0
+    );
+    // The log says which iss nobody serves, its control characters escaped.
+    let logs = logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("unknown_issuer") && l.contains("evil.example.com/dex"))
+        .expect("an unknown_issuer line with the iss");
+    assert!(line.contains(r"evil.example.com/dex\\u{7}\\n"), "{line}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("unknown_issuer") && l.contains("\"iss\":\"(none)\"")),
+        "a token without iss says so"
     );
 }
 

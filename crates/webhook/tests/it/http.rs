@@ -266,9 +266,19 @@ async fn telemetry_reports_health_readiness_and_metrics() {
         "authn_webhook_jwks_keys",
         "authn_webhook_jwks_last_success_timestamp_seconds",
         "authn_webhook_build_info",
+        "authn_webhook_tls_certificate_expiry_errors_total",
+        // The process collector (Linux).
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
     ] {
         assert!(metrics.contains(name), "{name} exported");
     }
+    assert!(
+        h.metric("process_resident_memory_bytes", &[]).await > 0.0,
+        "the process collector reads /proc"
+    );
     assert_eq!(
         h.metric(
             "authn_webhook_jwks_fetches_total",

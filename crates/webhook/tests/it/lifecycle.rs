@@ -387,6 +387,13 @@ async fn only_listed_client_names_get_answers() {
             .await,
         1.0
     );
+    // The log names who was turned away.
+    assert!(
+        logs()
+            .lines()
+            .any(|l| l.contains("refused a request") && l.contains("\"client\":\"some-workload\"")),
+        "no 403 log line naming the caller"
+    );
 }
 
 /// A certificate with two subject CNs names two callers at once: no name
