@@ -515,3 +515,32 @@ mod tests {
         assert!(plain.config.session_storage.can_cache());
     }
 }
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::*;
+
+    fn key_with_cert(der: Vec<u8>) -> CertifiedKey {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let key_der =
+            rustls_pki_types::PrivateKeyDer::try_from(pair.serialize_der()).unwrap();
+        let signing = provider().key_provider.load_private_key(key_der).unwrap();
+        CertifiedKey::new(vec![CertificateDer::from(der)], signing)
+    }
+
+    #[test]
+    fn an_unreadable_expiry_is_nan_and_counted_never_0() {
+        let metrics = Metrics::new();
+        let ca = crate::pki::Ca::new("t", 1).unwrap();
+        let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+        let good = CertificateDer::from_pem_slice(tls.cert_pem.as_bytes()).unwrap();
+        record_certificate_expiry(&metrics, &key_with_cert(good.to_vec()));
+        let t = metrics.tls_cert_expiry.get();
+        assert!(t > 1.0e9, "{t}");
+        assert_eq!(metrics.tls_cert_expiry_errors.get(), 0);
+
+        record_certificate_expiry(&metrics, &key_with_cert(b"not a certificate".to_vec()));
+        assert!(metrics.tls_cert_expiry.get().is_nan());
+        assert_eq!(metrics.tls_cert_expiry_errors.get(), 1);
+    }
+}
