@@ -133,6 +133,10 @@ def cmd_kustomize_coverage(dirs):
                 refs.add(os.path.normpath(os.path.join(d, p["path"])))
         for p in k.get("patchesStrategicMerge", []):
             refs.add(os.path.normpath(os.path.join(d, p)))
+        # Generated ConfigMaps/Secrets: `files` entries are PATH or KEY=PATH.
+        for g in k.get("configMapGenerator", []) + k.get("secretGenerator", []):
+            for f in g.get("files", []):
+                refs.add(os.path.normpath(os.path.join(d, f.split("=", 1)[-1])))
         for ref in refs:
             if not os.path.exists(ref):
                 fail(f"{d}/kustomization.yaml names {os.path.relpath(ref, d)}, which does not exist")
