@@ -289,7 +289,7 @@ impl Reviewer {
                 jwt.alg,
                 jwt.kid
                     .as_deref()
-                    .map_or_else(|| "(none)".to_owned(), |k| format!("{:?}", printable(k)))
+                    .map_or_else(|| "(none)".to_owned(), |k| format!("\"{}\"", printable(k)))
             )
         });
         let claims = match trace.step(

@@ -522,8 +522,7 @@ mod expiry_tests {
 
     fn key_with_cert(der: Vec<u8>) -> CertifiedKey {
         let pair = rcgen::KeyPair::generate().unwrap();
-        let key_der =
-            rustls_pki_types::PrivateKeyDer::try_from(pair.serialize_der()).unwrap();
+        let key_der = rustls_pki_types::PrivateKeyDer::try_from(pair.serialize_der()).unwrap();
         let signing = provider().key_provider.load_private_key(key_der).unwrap();
         CertifiedKey::new(vec![CertificateDer::from(der)], signing)
     }

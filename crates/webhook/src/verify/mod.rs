@@ -298,7 +298,10 @@ impl IssuerVerifier {
         let keys_detail = || {
             format!(
                 "kid {}: {} key(s) held ({} configured, {} fetched)",
-                kid.map_or_else(|| "(none)".to_owned(), |k| format!("{k:?}")),
+                kid.map_or_else(
+                    || "(none)".to_owned(),
+                    |k| format!("\"{}\"", crate::review::printable(k))
+                ),
                 self.key_count(),
                 self.static_keys.len(),
                 self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
@@ -314,7 +317,7 @@ impl IssuerVerifier {
                 .await
                 .map_err(unavailable);
             trace.note("key", || match &refetched {
-                Ok(()) => "no held key matched: asked the issuer for its keys again".to_owned(),
+                Ok(()) => "no held key matched: asked for a refetch (made unless our keys are newer than the token's iat)".to_owned(),
                 Err(e) => format!("no held key matched; asking the issuer again failed: {e}"),
             });
             candidates =
