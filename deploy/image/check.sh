@@ -146,7 +146,10 @@ if curl -sS --cacert "$cfgdir/ca.crt" -o /dev/null "https://127.0.0.1:$port/auth
     fail "a caller without a client certificate got an answer"
 fi
 if podman logs "$serve_ctr" 2>&1 | grep -qF "$token"; then fail "the token appears in the log"; fi
-log "ok: serve answered TokenReviews over mTLS (efa:alice authenticated, a forged signature refused, no cert: no answer)"
+metrics=$(curl -fsS "http://127.0.0.1:$tport/metrics")
+grep -q '^authn_webhook_tokenreviews_total{issuer="efa",outcome="authenticated",reason="ok"} 1$' <<<"$metrics" || fail "the review is not counted in /metrics"
+grep -q '^process_resident_memory_bytes ' <<<"$metrics" || fail "no process_* metrics (the process collector reads /proc)"
+log "ok: serve answered TokenReviews over mTLS (efa:alice authenticated, a forged signature refused, no cert: no answer), counted in /metrics"
 
 podman kill --signal TERM "$serve_ctr" >/dev/null
 rc=$(podman wait "$serve_ctr")
