@@ -110,8 +110,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
-            let config = match Prepared::load(&config) {
+        Command::Serve { config: path } => {
+            let config = match Prepared::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
@@ -122,6 +122,10 @@ fn main() -> ExitCode {
             config.log_warnings();
             run(async move {
                 let running = server::start(&config, Clock::System).await?;
+                // The same file, read again on change or SIGHUP.
+                running
+                    .watch_config(path, true)
+                    .map_err(server::StartError::Watch)?;
                 shutdown_signal().await;
                 tracing::info!("signal received: draining");
                 running.shutdown().await;

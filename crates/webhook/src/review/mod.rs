@@ -39,12 +39,16 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// One config's way of answering: a reload builds a new one (`reloaded`)
+/// and reviews that started on the old one finish on it.
 pub struct Reviewer {
     pub verifier: Verifier,
     pub cache: TokenCache,
     pub metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
     pub(crate) request_timeout: Duration,
+    /// The cache settings `cache` was built with.
+    cache_settings: crate::config::Cache,
 }
 
 /// What one review came to, before encoding.
@@ -76,13 +80,45 @@ impl Reviewer {
         runtime: &tokio::runtime::Handle,
     ) -> Result<Reviewer, ClientError> {
         let metrics = Arc::new(Metrics::new());
-        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        let verifier = Verifier::new(&config.issuers, None, &metrics, &clock, runtime)?;
         Ok(Reviewer {
             verifier,
             cache: TokenCache::new(&config.cache),
             metrics,
             clock,
             request_timeout: config.server.request_timeout,
+            cache_settings: config.cache.clone(),
+        })
+    }
+
+    /// The reviewer for a reloaded config: issuers whose settings and files
+    /// did not change are this one's (same keys, no fetch, cached verdicts
+    /// still good); the cache is this one's unless its settings changed;
+    /// the metrics registry is shared. Nothing is fetched here.
+    pub(crate) fn reloaded(
+        &self,
+        config: &Prepared,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Reviewer, ClientError> {
+        let verifier = Verifier::new(
+            &config.issuers,
+            Some(&self.verifier),
+            &self.metrics,
+            &self.clock,
+            runtime,
+        )?;
+        let cache = if self.cache_settings == config.cache {
+            self.cache.clone()
+        } else {
+            TokenCache::new(&config.cache)
+        };
+        Ok(Reviewer {
+            verifier,
+            cache,
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            request_timeout: config.server.request_timeout,
+            cache_settings: config.cache.clone(),
         })
     }
 
@@ -224,7 +260,8 @@ impl Reviewer {
     /// otherwise push real identities out of a full cache. The apiserver
     /// still caches the refusal on its side (no `status.error`).
     async fn decide(&self, token: &str, hash: &TokenHash, now: u64) -> (Lookup, Decided) {
-        if let Some(verdict) = self.cache.get(hash, now).await {
+        let live = |generation| self.verifier.is_live(generation);
+        if let Some(verdict) = self.cache.get(hash, now, live).await {
             return (Lookup::Hit, Decided::Verdict(verdict));
         }
         let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r));
@@ -242,7 +279,9 @@ impl Reviewer {
         };
         let (lookup, result) = self
             .cache
-            .verify_once(*hash, now, self.verify(issuer, &jwt, &claims, hash, now))
+            .verify_once(*hash, now, issuer.generation, live, || {
+                self.verify(issuer, &jwt, &claims, hash, now)
+            })
             .await;
         match result {
             Ok(verdict) => (lookup, Decided::Verdict(verdict)),

@@ -10,6 +10,7 @@ pub(crate) mod jwt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -172,7 +173,17 @@ pub struct IssuerVerifier {
     claims: ClaimMapping,
     static_keys: KeySet,
     pub remote: Option<Arc<RemoteKeys>>,
+    /// `prepare::Issuer::identity` of the settings and files it was built from.
+    identity: prepare::FileHash,
+    /// Unique to this verifier in the process: cached verdicts carry it, and
+    /// one whose verifier is gone (removed or changed by a reload) is a miss.
+    pub(crate) generation: u64,
 }
+
+/// Generations are never reused, so a verdict cached by a verifier that a
+/// reload dropped is never taken for one of a later verifier with the same
+/// settings (whose keys are tracked afresh).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
@@ -318,7 +329,7 @@ pub(crate) struct Verified {
 }
 
 pub struct Verifier {
-    issuers: Vec<IssuerVerifier>,
+    issuers: Vec<Arc<IssuerVerifier>>,
     by_iss: HashMap<String, usize>,
     without_iss: Option<usize>,
 }
@@ -326,8 +337,12 @@ pub struct Verifier {
 impl Verifier {
     /// Builds the verifiers; fetching keys is left to the caller (see
     /// `server::start`), so an issuer that is down does not hold up the rest.
+    /// An issuer whose identity (settings and files) a verifier of
+    /// `previous` has is that verifier, shared: its keys, refresh loop and
+    /// cached verdicts carry over a reload.
     pub(crate) fn new(
         issuers: &[prepare::Issuer],
+        previous: Option<&Verifier>,
         metrics: &Arc<Metrics>,
         clock: &Clock,
         runtime: &tokio::runtime::Handle,
@@ -337,6 +352,20 @@ impl Verifier {
         let mut without_iss = None;
         for (i, p) in issuers.iter().enumerate() {
             let c = &p.spec;
+            match &c.url {
+                Some(u) => {
+                    by_iss.insert(u.clone(), i);
+                }
+                None => without_iss = Some(i),
+            }
+            if let Some(kept) = previous.and_then(|v| {
+                v.issuers
+                    .iter()
+                    .find(|old| old.identity == p.identity && *old.name == *c.name)
+            }) {
+                out.push(kept.clone());
+                continue;
+            }
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
             let remote = match &c.remote {
@@ -358,13 +387,7 @@ impl Verifier {
                     .with_label_values(&[&name])
                     .set(clock.now() as f64);
             }
-            match &c.url {
-                Some(u) => {
-                    by_iss.insert(u.clone(), i);
-                }
-                None => without_iss = Some(i),
-            }
-            out.push(IssuerVerifier {
+            out.push(Arc::new(IssuerVerifier {
                 name,
                 kind: c.kind,
                 audiences: c.audiences.clone(),
@@ -376,7 +399,9 @@ impl Verifier {
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
-            });
+                identity: p.identity,
+                generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            }));
         }
         Ok(Verifier {
             issuers: out,
@@ -385,8 +410,14 @@ impl Verifier {
         })
     }
 
-    pub fn issuers(&self) -> &[IssuerVerifier] {
+    pub fn issuers(&self) -> &[Arc<IssuerVerifier>] {
         &self.issuers
+    }
+
+    /// Whether a verdict cached under `generation` may be served: its
+    /// verifier is one of these.
+    pub(crate) fn is_live(&self, generation: u64) -> bool {
+        self.issuers.iter().any(|i| i.generation == generation)
     }
 
     /// Finds a token's issuer from its claims (not trusted yet); no I/O, so
@@ -400,7 +431,7 @@ impl Verifier {
             None => self.without_iss,
             Some(_) => None,
         };
-        idx.map(|i| &self.issuers[i])
+        idx.map(|i| &*self.issuers[i])
             .ok_or(Rejection::UnknownIssuer)
     }
 }
