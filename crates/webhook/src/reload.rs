@@ -359,3 +359,86 @@ impl ConfigWatcher {
         Outcome::Failed(why)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(dir: &std::path::Path, extra: &str) -> Prepared {
+        let ca = crate::pki::Ca::new("test CA", 1).unwrap();
+        let tls = ca.server(&["127.0.0.1".to_owned()], 1).unwrap();
+        std::fs::write(dir.join("tls.crt"), &tls.cert_pem).unwrap();
+        std::fs::write(dir.join("tls.key"), &tls.key_pem).unwrap();
+        if !dir.join("secret").exists() {
+            std::fs::write(dir.join("secret"), "0123456789abcdef0123456789abcdef").unwrap();
+        }
+        let text = format!(
+            "server:\n  listen: 127.0.0.1:8443\n{extra}  tls: {{cert_file: tls.crt, key_file: tls.key}}\nissuers:\n  - name: efa\n    kind: efa\n    allow_any_audience: true\n    keys: {{hmac_secret_file: secret}}\n    claims: {{username: {{prefix: \"efa:\"}}, groups: {{prefix: \"efa:\"}}}}\n"
+        );
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        Prepared::load(&path).unwrap()
+    }
+
+    #[test]
+    fn only_settings_fixed_at_start_count_as_needing_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = RestartOnly::of(&prepared(dir.path(), ""));
+        let live = RestartOnly::of(&prepared(
+            dir.path(),
+            "  max_body_bytes: 4096\n  request_timeout: 5s\n",
+        ));
+        assert_eq!(start.changed(&live), Vec::<&str>::new());
+        let fixed = RestartOnly::of(&prepared(dir.path(), "  workers: 7\n  read_timeout: 3s\n"));
+        assert_eq!(
+            start.changed(&fixed),
+            vec!["server.read_timeout", "server.workers"]
+        );
+    }
+
+    #[test]
+    fn every_file_read_is_recorded_and_a_change_to_any_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = prepared(dir.path(), "");
+        // The config and the secret; the TLS pair is the TLS reloader's.
+        assert_eq!(p.files.len(), 2);
+        assert!(!p.files.changed());
+        let hash = hash_label(&p.files);
+        assert_eq!(hash.len(), 16);
+
+        std::fs::write(dir.path().join("tls.crt"), "not watched here").unwrap();
+        assert!(!p.files.changed());
+        std::fs::write(
+            dir.path().join("secret"),
+            "another secret of 32 bytes or so",
+        )
+        .unwrap();
+        assert!(p.files.changed());
+        std::fs::remove_file(dir.path().join("secret")).unwrap();
+        assert!(p.files.changed());
+
+        // A failed load records what it could and could not read.
+        let (files, loaded) = Prepared::load_recorded(&dir.path().join("config.yaml"));
+        assert!(loaded.is_err());
+        assert!(!files.changed(), "the same missing file is no change");
+        assert_ne!(hash_label(&files), hash);
+    }
+
+    #[test]
+    fn an_issuers_identity_is_its_settings_and_files_not_the_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = prepared(dir.path(), "").issuers.remove(0).identity;
+        let same = prepared(dir.path(), "  workers: 3\n")
+            .issuers
+            .remove(0)
+            .identity;
+        assert_eq!(a, same, "server settings are not the issuer's");
+        std::fs::write(
+            dir.path().join("secret"),
+            "another secret of 32 bytes or so",
+        )
+        .unwrap();
+        let rekeyed = prepared(dir.path(), "").issuers.remove(0).identity;
+        assert_ne!(a, rekeyed, "a key file's contents are part of it");
+    }
+}

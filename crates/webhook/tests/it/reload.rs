@@ -429,3 +429,41 @@ async fn sighup_reloads_the_config_of_the_binary() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_server_settings_apply_and_restart_only_ones_wait_with_a_warning() {
+    let (h, a, _b) = two_issuers().await;
+    let token = a.mint(&jane(a.url()));
+    let text = std::fs::read_to_string(h.config_path()).unwrap();
+    assert!(text.contains("workers: 1\n") && text.contains("max_body_bytes: 1048576\n"));
+    let before = reloads(&h, "success").await;
+    // max_body_bytes changes live; workers (the actix worker count) and the
+    // reload interval only at a restart.
+    h.write_config(
+        &text
+            .replace("workers: 1\n", "workers: 3\n")
+            .replace("max_body_bytes: 1048576\n", "max_body_bytes: 3000\n")
+            .replace("reload_interval: 200ms", "reload_interval: 250ms"),
+    );
+    assert!(
+        eventually(DEADLINE, || async { reloads(&h, "success").await > before }).await,
+        "a config that changes restart-only settings still loads"
+    );
+    let (status, _) = h.post("/authenticate", "x".repeat(4000)).await;
+    assert_eq!(status, 413, "the new max_body_bytes is in use");
+    assert_eq!(
+        username(&h.review(&token).await),
+        Some("a:jane@example.com")
+    );
+    let path = h.config_path().display().to_string();
+    let warning = logs()
+        .lines()
+        .find(|l| l.contains(&path) && l.contains("take effect only at the next restart"))
+        .map(str::to_owned)
+        .expect("the restart-only change is logged");
+    assert!(
+        warning.contains("server.tls.reload_interval") && warning.contains("server.workers"),
+        "{warning}"
+    );
+    assert!(!warning.contains("max_body_bytes"), "{warning}");
+}
