@@ -8,7 +8,8 @@
 //!
 //! What a reload keeps: an issuer whose settings and files did not change is
 //! the same verifier (keys, refresh loop, cached verdicts; no fetch), the
-//! cache unless its settings changed. What it drops at once: verifiers (and
+//! cache unless its settings changed. An issuer changed only in what it does
+//! with a verified token (claims, audiences...) keeps its key set too. What it drops at once: verifiers (and
 //! their refresh loops) of issuers removed or changed, and with them every
 //! verdict they cached (`review::cache` checks each entry's generation).
 //! Settings the running server cannot change (`RestartOnly`) keep their old
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use crate::config;
 use crate::http::AppState;
+use crate::keys::remote::RemoteKeys;
 use crate::prepare::{FilesRead, Prepared};
 use crate::review::Reviewer;
 use crate::verify::Verifier;
@@ -113,12 +115,14 @@ impl RestartOnly {
     }
 }
 
-/// The key refresh loop of each fetching issuer verifier in use, by
-/// generation: a reload stops the loops of verifiers it dropped and starts
-/// those of new ones; a kept verifier's loop runs on undisturbed.
+/// The key refresh loop of each `RemoteKeys` in use: a reload stops the
+/// loops of key sets no verifier uses any more and starts those of new ones;
+/// a kept key set's loop runs on undisturbed.
 pub(crate) struct RefreshLoops {
     runtime: tokio::runtime::Handle,
-    loops: Mutex<HashMap<u64, tokio::task::JoinHandle<()>>>,
+    /// By the key set's address; the Arc held here keeps that address from
+    /// being reused while the entry exists.
+    loops: Mutex<HashMap<usize, (Arc<RemoteKeys>, tokio::task::JoinHandle<()>)>>,
 }
 
 impl RefreshLoops {
@@ -129,28 +133,33 @@ impl RefreshLoops {
         }
     }
 
-    /// Makes the running loops those of `verifier`'s issuers.
+    /// Makes the running loops those of `verifier`'s key sets.
     pub(crate) fn sync(&self, verifier: &Verifier) {
+        let in_use: HashMap<usize, &Arc<RemoteKeys>> = verifier
+            .issuers()
+            .iter()
+            .filter_map(|i| i.remote.as_ref())
+            .map(|r| (Arc::as_ptr(r) as usize, r))
+            .collect();
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
-        loops.retain(|generation, task| {
-            let keep = verifier.is_live(*generation);
+        loops.retain(|at, (_, task)| {
+            let keep = in_use.contains_key(at);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for issuer in verifier.issuers() {
-            if let Some(remote) = &issuer.remote {
-                loops
-                    .entry(issuer.generation)
-                    .or_insert_with(|| self.runtime.spawn(remote.clone().refresh_forever()));
-            }
+        for (at, remote) in in_use {
+            loops.entry(at).or_insert_with(|| {
+                let task = self.runtime.spawn(remote.clone().refresh_forever());
+                (remote.clone(), task)
+            });
         }
     }
 
     pub(crate) fn stop_all(&self) {
         let mut loops = self.loops.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, task) in loops.drain() {
+        for (_, (_, task)) in loops.drain() {
             task.abort();
         }
     }

@@ -175,9 +175,28 @@ pub struct IssuerVerifier {
     pub remote: Option<Arc<RemoteKeys>>,
     /// `prepare::Issuer::identity` of the settings and files it was built from.
     identity: prepare::FileHash,
+    /// What `remote` was built from (`remote_identity`).
+    remote_identity: Option<prepare::FileHash>,
     /// Unique to this verifier in the process: cached verdicts carry it, and
     /// one whose verifier is gone (removed or changed by a reload) is a miss.
     pub(crate) generation: u64,
+}
+
+/// The name, fetch settings and CA bundle a `RemoteKeys` is built from: all
+/// that decides which keys it fetches and how.
+fn remote_identity(
+    name: &str,
+    remote: &crate::config::RemoteKeys,
+    ca_pem: Option<&[u8]>,
+) -> prepare::FileHash {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(format!("{name}\0{remote:?}\0").as_bytes());
+    if let Some(ca) = ca_pem {
+        ctx.update(ca);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// Generations are never reused, so a verdict cached by a verifier that a
@@ -339,7 +358,10 @@ impl Verifier {
     /// `server::start`), so an issuer that is down does not hold up the rest.
     /// An issuer whose identity (settings and files) a verifier of
     /// `previous` has is that verifier, shared: its keys, refresh loop and
-    /// cached verdicts carry over a reload.
+    /// cached verdicts carry over a reload. One that changed in other ways
+    /// than where and how its keys are fetched (a claim mapping, audiences)
+    /// is a new verifier on the old one's `RemoteKeys`: new generation, same
+    /// keys, no fetch.
     pub(crate) fn new(
         issuers: &[prepare::Issuer],
         previous: Option<&Verifier>,
@@ -368,8 +390,19 @@ impl Verifier {
             }
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
-            let remote = match &c.remote {
-                Some(r) => Some(Arc::new(RemoteKeys::new(
+            let remote_identity = c
+                .remote
+                .as_ref()
+                .map(|r| remote_identity(&name, r, p.ca_pem.as_deref()));
+            let kept_remote = previous.and_then(|v| {
+                v.issuers
+                    .iter()
+                    .find(|old| remote_identity.is_some() && old.remote_identity == remote_identity)
+                    .and_then(|old| old.remote.clone())
+            });
+            let remote = match (&c.remote, kept_remote) {
+                (Some(_), Some(kept)) => Some(kept),
+                (Some(r), None) => Some(Arc::new(RemoteKeys::new(
                     name.clone(),
                     r.clone(),
                     p.ca_pem.as_deref(),
@@ -377,7 +410,7 @@ impl Verifier {
                     clock.clone(),
                     runtime.clone(),
                 )?)),
-                None => None,
+                (None, _) => None,
             };
             keys::report_certificates(&name, &p.static_keys, metrics);
             let static_keys = KeySet::new(p.static_keys.iter().cloned());
@@ -399,6 +432,7 @@ impl Verifier {
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
+                remote_identity,
                 identity: p.identity,
                 generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             }));

@@ -230,11 +230,31 @@ async fn a_changed_mapping_changes_the_next_answer_even_for_a_cached_token() {
         "the verdict is cached"
     );
 
+    let fetches = a.fetches();
     reload_to(&h, &dex("a", a.url(), "changed:")).await;
     assert_eq!(
         username(&h.review(&token).await),
         Some("changed:jane@example.com"),
         "the first review after the reload uses the new mapping"
+    );
+    assert_eq!(
+        a.fetches(),
+        fetches,
+        "a new mapping on the same key source keeps the keys"
+    );
+
+    // A change to how keys are fetched is a new key set, fetched afresh.
+    let mut refetch = DexIssuer::new("a", a.url());
+    refetch.prefix = "changed:";
+    refetch.min_refetch = Some("2s");
+    reload_to(&h, &refetch.yaml()).await;
+    assert!(
+        eventually(DEADLINE, || async { a.fetches() > fetches }).await,
+        "the new key set fetches"
+    );
+    assert_eq!(
+        username(&h.review(&token).await),
+        Some("changed:jane@example.com")
     );
 }
 
@@ -290,7 +310,7 @@ async fn four_clients_see_no_failure_and_no_wrong_answer_through_twenty_reloads(
     let token_a = a.mint(&jane(a.url()));
     let token_b = b.mint(&jane(b.url()));
     // b's prefix alternates between two values: each reload changes b (a
-    // new verifier, new keys) and leaves a as it is.
+    // new verifier on the same key set) and leaves a as it is.
     let config = |i: usize| {
         let prefix = format!("b{}:", i % 2);
         format!("{}{}", dex("a", a.url(), "a:"), dex("b", b.url(), &prefix))
