@@ -122,8 +122,11 @@ pub(crate) struct RefreshLoops {
     runtime: tokio::runtime::Handle,
     /// By the key set's address; the Arc held here keeps that address from
     /// being reused while the entry exists.
-    loops: Mutex<HashMap<usize, (Arc<RemoteKeys>, tokio::task::JoinHandle<()>)>>,
+    loops: Mutex<HashMap<usize, RefreshLoop>>,
 }
+
+/// A key set and the task that keeps it fresh.
+type RefreshLoop = (Arc<RemoteKeys>, tokio::task::JoinHandle<()>);
 
 impl RefreshLoops {
     pub(crate) fn new(runtime: tokio::runtime::Handle) -> RefreshLoops {
