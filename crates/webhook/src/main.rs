@@ -17,7 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve TokenReviews.
+    /// Serve TokenReviews. The config and every file it names are loaded
+    /// again when they change (checked every server.tls.reload_interval) and
+    /// on SIGHUP; an invalid change is logged and the old config kept.
     Serve {
         #[arg(long, env = "AUTHN_WEBHOOK_CONFIG")]
         config: PathBuf,
