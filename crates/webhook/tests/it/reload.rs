@@ -487,3 +487,50 @@ async fn live_server_settings_apply_and_restart_only_ones_wait_with_a_warning() 
     );
     assert!(!warning.contains("max_body_bytes"), "{warning}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_review_in_flight_finishes_with_the_config_it_started_with() {
+    let (h, a, b) = two_issuers().await;
+    let h = Arc::new(h);
+    let token_b = b.mint(&jane(b.url()));
+    // b is added while down, with a 5m retry: after its first failed fetch
+    // nothing but a review's unknown-kid fetch asks b for keys.
+    b.set_behaviour(kube_authn_testkit::issuer::Behaviour::Unavailable);
+    let mut slow_b = DexIssuer::new("b", b.url());
+    slow_b.prefix = "b:";
+    slow_b.min_refetch = Some("5m");
+    reload_to(&h, &format!("{}{}", dex("a", a.url(), "a:"), slow_b.yaml())).await;
+    assert!(
+        eventually(DEADLINE, || async {
+            let (_, body) = h.telemetry("/readyz").await;
+            let r: Value = serde_json::from_str(&body).unwrap();
+            r["issuers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["name"] == "b" && i["last_error"].is_string())
+        })
+        .await,
+        "b's first fetch failed"
+    );
+    b.set_behaviour(kube_authn_testkit::issuer::Behaviour::Slow(
+        Duration::from_millis(1500),
+    ));
+    let asked = b.fetches();
+    let in_flight = {
+        let (h, token_b) = (h.clone(), token_b.clone());
+        tokio::spawn(async move { h.review(&token_b).await })
+    };
+    // The review is at b, waiting for its keys: it started on this config.
+    assert!(
+        eventually(DEADLINE, || async { b.fetches() > asked }).await,
+        "the review asks b for keys"
+    );
+    reload_to(&h, &dex("a", a.url(), "a:")).await;
+    assert_rejected(&h.review(&token_b).await);
+    assert_eq!(
+        username(&in_flight.await.unwrap()),
+        Some("b:jane@example.com"),
+        "the review that started before b was removed is answered by the config it started with"
+    );
+}
