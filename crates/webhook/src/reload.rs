@@ -375,6 +375,7 @@ impl ConfigWatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube_authn_common::clock::Clock;
 
     fn prepared(dir: &std::path::Path, extra: &str) -> Prepared {
         let ca = crate::pki::Ca::new("test CA", 1).unwrap();
@@ -390,6 +391,65 @@ mod tests {
         let path = dir.join("config.yaml");
         std::fs::write(&path, text).unwrap();
         Prepared::load(&path).unwrap()
+    }
+
+    /// An oidc issuer nobody answers for (a closed loopback port), besides
+    /// the efa one.
+    const OIDC: &str = "  - name: dex\n    kind: oidc\n    url: https://127.0.0.1:9/dex\n    audiences: [kubernetes]\n    claims: {username: {prefix: \"dex:\"}, groups: {prefix: \"dex:\"}}\n";
+
+    fn with_oidc(dir: &std::path::Path, prefix: &str) -> Prepared {
+        // Writes the TLS pair, the secret and the efa-only config.
+        let _ = prepared(dir, "");
+        let path = dir.join("config.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}{}", OIDC.replace("dex:", prefix))).unwrap();
+        let with = Prepared::load(&path).unwrap();
+        std::fs::write(&path, text).unwrap();
+        with
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refresh_loops_follow_the_key_sets_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Handle::current();
+        let first = with_oidc(dir.path(), "dex:");
+        let reviewer = Reviewer::from_config(&first, Clock::System, &rt).unwrap();
+        let loops = RefreshLoops::new(rt.clone());
+        loops.sync(&reviewer.verifier);
+        let running = |l: &RefreshLoops| {
+            l.loops
+                .lock()
+                .unwrap()
+                .values()
+                .map(|(r, t)| (Arc::as_ptr(r) as usize, t.is_finished()))
+                .collect::<Vec<_>>()
+        };
+        let before = running(&loops);
+        assert_eq!(before.len(), 1, "one loop for dex, none for efa");
+
+        // A new mapping for dex: the same key set, the same loop.
+        let remapped = reviewer
+            .reloaded(&with_oidc(dir.path(), "other:"), &rt)
+            .unwrap();
+        loops.sync(&remapped.verifier);
+        assert_eq!(running(&loops), before);
+
+        // dex removed: its loop is stopped.
+        let task = {
+            let map = loops.loops.lock().unwrap();
+            map.values().next().unwrap().1.abort_handle()
+        };
+        let efa_only = remapped.reloaded(&prepared(dir.path(), ""), &rt).unwrap();
+        loops.sync(&efa_only.verifier);
+        assert!(running(&loops).is_empty());
+        for _ in 0..200 {
+            if task.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(task.is_finished(), "the removed issuer's loop ended");
     }
 
     #[test]
