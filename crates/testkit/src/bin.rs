@@ -50,3 +50,98 @@ impl Binary {
         c
     }
 }
+
+/// `kube-authn-webhook serve` running in the background, its JSON log read
+/// as it comes.
+pub struct Served {
+    pub child: tokio::process::Child,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+    /// Everything it logged so far.
+    pub log: String,
+    /// Where it serves TokenReviews and telemetry, as it logged them.
+    pub addr: String,
+    pub telemetry_addr: String,
+}
+
+impl Binary {
+    /// Starts `serve --config <config>` and returns once it serves and
+    /// watches its config (its SIGHUP handler is in place).
+    pub async fn serve(&self, config: &std::path::Path) -> Served {
+        let mut child = self
+            .command()
+            .args(["serve", "--config"])
+            .arg(config)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.0));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut served = Served {
+            child,
+            stdout: tokio::io::BufReader::new(stdout),
+            log: String::new(),
+            addr: String::new(),
+            telemetry_addr: String::new(),
+        };
+        let serving = served
+            .wait_for(std::time::Duration::from_secs(20), |v| {
+                v["message"] == "serving TokenReviews"
+            })
+            .await
+            .unwrap_or_else(|| panic!("the server does not serve:\n{}", served.log));
+        served.addr = serving["addr"].as_str().unwrap_or_default().to_owned();
+        served.telemetry_addr = serving["telemetry_addr"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            served
+                .wait_for(std::time::Duration::from_secs(20), |v| {
+                    v["message"] == "watching the config for changes"
+                })
+                .await
+                .is_some(),
+            "the server does not watch its config:\n{}",
+            served.log
+        );
+        served
+    }
+}
+
+impl Served {
+    /// Reads log lines until one (as JSON) satisfies `matches`, the process
+    /// ends, or `limit` passes.
+    pub async fn wait_for(
+        &mut self,
+        limit: std::time::Duration,
+        mut matches: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        use tokio::io::AsyncBufReadExt;
+        tokio::time::timeout(limit, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match self.stdout.read_line(&mut line).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+                self.log.push_str(&line);
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if matches(&v) {
+                    return Some(v);
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Sends the signal `name` (`HUP`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+}

@@ -62,6 +62,10 @@ pub struct Harness {
     pub client: reqwest::Client,
     /// Every token sent, to prove none reaches the logs.
     sent: Mutex<Vec<String>>,
+    /// The config file the server was started from.
+    config_path: PathBuf,
+    /// Its text before the `issuers:` list body.
+    config_head: String,
 }
 
 /// Everything any test's server logged, at debug level and below.
@@ -222,6 +226,25 @@ impl Harness {
         issuers_yaml: &str,
         opts: Options,
     ) -> Harness {
+        Self::launch(dir, ca, issuers_yaml, opts, false).await
+    }
+
+    /// `start`, and the server then watches its config file as `serve`
+    /// does (on change, polled every `server.tls.reload_interval`; SIGHUP
+    /// is left to the tests that run the binary): rewrite it with
+    /// `rewrite_config`/`write_config`.
+    pub async fn start_watching(ca: Ca, issuers_yaml: &str, opts: Options) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::launch(dir, ca, issuers_yaml, opts, true).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        ca: Ca,
+        issuers_yaml: &str,
+        opts: Options,
+        watch: bool,
+    ) -> Harness {
         let tls = ca
             .server(&["127.0.0.1".to_owned(), "localhost".to_owned()], 2)
             .expect("server cert");
@@ -240,16 +263,22 @@ impl Harness {
         } else {
             ""
         };
-        let text = format!(
-            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:{issuers_yaml}",
+        let head = format!(
+            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:",
             opts.max_body_bytes, opts.server_extra, opts.tls_extra, opts.cache
         );
+        let text = format!("{head}{issuers_yaml}");
         let path = write(dir.path(), "config.yaml", &text);
         let config =
             Prepared::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let running = server::start(&config, opts.clock.clone())
             .await
             .expect("server starts");
+        if watch {
+            running
+                .watch_config(path.clone(), false)
+                .expect("the config is watched");
+        }
         let identity = opts
             .mtls
             .then(|| ca.client(opts.client_name, 2).expect("client cert"));
@@ -260,7 +289,25 @@ impl Harness {
             running,
             client,
             sent: Mutex::new(Vec::new()),
+            config_path: path,
+            config_head: head,
         }
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// Replaces the config file (by rename, as an editor or a ConfigMap
+    /// update does) with the same `server:`, `telemetry:` and `cache:` and
+    /// these issuers.
+    pub fn rewrite_config(&self, issuers_yaml: &str) {
+        self.write_config(&format!("{}{issuers_yaml}", self.config_head));
+    }
+
+    /// Replaces the config file with `text`, whatever it is.
+    pub fn write_config(&self, text: &str) {
+        replace_file(self.dir(), "config.yaml", text);
     }
 
     /// A server for one dev issuer (RS256), ready to review its tokens.

@@ -9,6 +9,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod prepare;
+pub(crate) mod reload;
 pub mod review;
 pub mod tls;
 pub mod verify;

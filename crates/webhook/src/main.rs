@@ -17,7 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve TokenReviews.
+    /// Serve TokenReviews. The config and every file it names are loaded
+    /// again when they change (checked every server.tls.reload_interval) and
+    /// on SIGHUP; an invalid change is logged and the old config kept.
     Serve {
         #[arg(long, env = "AUTHN_WEBHOOK_CONFIG")]
         config: PathBuf,
@@ -125,8 +127,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Serve { config } => {
-            let config = match Prepared::load(&config) {
+        Command::Serve { config: path } => {
+            let config = match Prepared::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
@@ -137,6 +139,10 @@ fn main() -> ExitCode {
             config.log_warnings();
             run(async move {
                 let running = server::start(&config, Clock::System).await?;
+                // The same file, read again on change or SIGHUP.
+                running
+                    .watch_config(path, true)
+                    .map_err(server::StartError::Watch)?;
                 shutdown_signal().await;
                 tracing::info!("signal received: draining");
                 running.shutdown().await;

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub(crate) efa_cert_expiry: GaugeVec,
     pub(crate) bad_requests: IntCounterVec,
     pub(crate) tls_reloads: IntCounterVec,
+    pub(crate) config_reloads: IntCounterVec,
+    pub(crate) config_last_reload_success: Gauge,
+    pub(crate) config_info: IntGaugeVec,
     pub(crate) build_info: IntGaugeVec,
     pub(crate) start_time: Gauge,
     pub(crate) tls_cert_expiry: Gauge,
@@ -132,6 +135,27 @@ impl Metrics {
                 &["result"],
             )
             .expect("static metric definition"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_config_reloads_total",
+                    "Loads of a changed config (or on SIGHUP) by result (success; failure: the last good config keeps serving, the log says why).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            config_last_reload_success: Gauge::new(
+                "authn_webhook_config_last_reload_success_timestamp_seconds",
+                "Unix time the config in use was loaded (at start, or by the last successful reload).",
+            )
+            .expect("static metric definition"),
+            config_info: IntGaugeVec::new(
+                Opts::new(
+                    "authn_webhook_config_info",
+                    "Always 1, one series: hash is the SHA-256 (first 16 hex) over the paths and contents of the config file and every file it names.",
+                ),
+                &["hash"],
+            )
+            .expect("static metric definition"),
             build_info: IntGaugeVec::new(
                 Opts::new("authn_webhook_build_info", "Always 1; the version label says which build runs."),
                 &["version"],
@@ -167,6 +191,9 @@ impl Metrics {
             Box::new(m.efa_cert_expiry.clone()),
             Box::new(m.bad_requests.clone()),
             Box::new(m.tls_reloads.clone()),
+            Box::new(m.config_reloads.clone()),
+            Box::new(m.config_last_reload_success.clone()),
+            Box::new(m.config_info.clone()),
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
             Box::new(m.tls_cert_expiry.clone()),
@@ -197,6 +224,9 @@ impl Metrics {
         for r in ["success", "error"] {
             m.tls_reloads.with_label_values(&[r]);
         }
+        for r in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[r]);
+        }
         for outcome in ["authenticated", "rejected", "error"] {
             m.duration.with_label_values(&[outcome]);
         }
@@ -212,6 +242,28 @@ impl Metrics {
         self.jwks_keys.with_label_values(&[issuer]).set(0);
         self.tokenreviews
             .with_label_values(&[issuer, "authenticated", "ok"]);
+    }
+
+    /// The config now in use: its hash the one `config_info` series.
+    pub(crate) fn config_loaded(&self, hash: &str, at: u64) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
+        self.config_last_reload_success.set(at as f64);
+    }
+
+    /// An issuer no longer configured: its per-issuer gauges go (counters
+    /// stay, as Prometheus expects of them).
+    pub(crate) fn forget_issuer(&self, issuer: &str) {
+        for g in [&self.jwks_keys, &self.jwks_skipped_keys] {
+            let _ = g.remove_label_values(&[issuer]);
+        }
+        for g in [
+            &self.jwks_last_success,
+            &self.jwks_max_key_age,
+            &self.efa_cert_expiry,
+        ] {
+            let _ = g.remove_label_values(&[issuer]);
+        }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

@@ -3,8 +3,13 @@
 //! pair checked to belong together. `serve` and `check-config` both load
 //! through `Prepared::load`, so check-config finds what serve would trip on,
 //! and every problem of both stages comes in one list.
+//!
+//! Every file read here is recorded (path and SHA-256), so a running
+//! `serve` can tell whether anything the config depends on changed by
+//! reading those files again (`FilesRead::changed`), and the config has one
+//! hash (`config_info{hash}`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::unix_now;
@@ -24,6 +29,8 @@ pub struct Prepared {
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
+    /// Every file read, the config file first.
+    pub(crate) files: FilesRead,
 }
 
 /// An issuer as the verifier takes it.
@@ -34,24 +41,105 @@ pub struct Issuer {
     pub(crate) static_keys: Vec<VerifyKey>,
     /// `spec.certificate_authority_file`'s contents.
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// SHA-256 of the issuer's settings and of every file it read: equal
+    /// identities verify the same tokens the same way, so a reload keeps
+    /// that issuer's verifier, keys and cached verdicts.
+    pub(crate) identity: FileHash,
+}
+
+pub(crate) type FileHash = [u8; 32];
+
+/// The files a load read, in order: each path with the SHA-256 of what was
+/// read, or `None` when it could not be read (a reload is tried again once
+/// it can).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FilesRead(Vec<(PathBuf, Option<FileHash>)>);
+
+impl FilesRead {
+    fn record(&mut self, path: &Path, bytes: Option<&[u8]>) {
+        self.0.push((path.to_owned(), bytes.map(sha256)));
+    }
+
+    /// One hash over every path and content: what `config_info{hash}` shows.
+    pub(crate) fn hash(&self) -> FileHash {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for (path, hash) in &self.0 {
+            let p = path.as_os_str().as_encoded_bytes();
+            ctx.update(&(p.len() as u64).to_be_bytes());
+            ctx.update(p);
+            match hash {
+                Some(h) => {
+                    ctx.update(&[1]);
+                    ctx.update(h);
+                }
+                None => ctx.update(&[0]),
+            }
+        }
+        digest_bytes(ctx.finish())
+    }
+
+    /// Whether any file reads differently now (other bytes, now readable or
+    /// no longer). Reads every file again, bounded as the load did.
+    pub(crate) fn changed(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(path, hash)| read_bounded(path).ok().map(|b| sha256(&b)) != *hash)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> FileHash {
+    digest_bytes(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
+}
+
+fn digest_bytes(d: aws_lc_rs::digest::Digest) -> FileHash {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl Prepared {
     /// Reads, validates and prepares a config file; every problem found, by
     /// file and field.
     pub fn load(path: &Path) -> Result<Prepared, ConfigError> {
-        let text = config::read_text(path)?;
-        Self::from_yaml(&text, path)
+        Self::load_recorded(path).1
+    }
+
+    /// `load`, and the files it read whether or not the config is valid:
+    /// a reload that failed is not tried again until one of them changes.
+    pub(crate) fn load_recorded(path: &Path) -> (FilesRead, Result<Prepared, ConfigError>) {
+        let mut files = FilesRead::default();
+        let text = match config::read_text(path) {
+            Ok(t) => t,
+            Err(e) => {
+                files.record(path, read_bounded(path).ok().as_deref());
+                return (files, Err(e));
+            }
+        };
+        files.record(path, Some(text.as_bytes()));
+        let mut reader = Reader { files };
+        let result = Self::prepare_text(&text, path, &mut reader);
+        (reader.files, result)
     }
 
     /// Like `load`, for config text as if read from `path` (relative paths
     /// are taken from its directory).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Prepared, ConfigError> {
+        let mut files = FilesRead::default();
+        files.record(path, Some(text.as_bytes()));
+        Self::prepare_text(text, path, &mut Reader { files })
+    }
+
+    fn prepare_text(text: &str, path: &Path, reader: &mut Reader) -> Result<Prepared, ConfigError> {
         let (config, mut problems) = config::validate(text, path)?;
         // Prepared even when validation found problems: what did validate
         // (issuers with problems are left out) gets its files read too, so
         // one run lists everything.
-        let prepared = prepare(config, &mut problems);
+        let mut prepared = prepare(config, &mut problems, reader);
+        prepared.files = reader.files.clone();
         problems.or_value(prepared, path)
     }
 
@@ -63,7 +151,31 @@ impl Prepared {
     }
 }
 
-fn prepare(config: Config, problems: &mut Problems) -> Prepared {
+/// Reads the files a config names, recording each.
+struct Reader {
+    files: FilesRead,
+}
+
+impl Reader {
+    fn read(&mut self, problems: &mut Problems, field: &FieldPath, path: &Path) -> Option<Vec<u8>> {
+        match read_bounded(path) {
+            Ok(b) => {
+                self.files.record(path, Some(&b));
+                Some(b)
+            }
+            Err(e) => {
+                self.files.record(path, None);
+                problems.add(field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prepared {
+    // The serving certificate, key and client CA are not recorded: the TLS
+    // reloader watches them (`tls::Reloader`), and a new certificate is no
+    // reason to rebuild the issuers.
     let tls = &config.server.tls;
     if let Err(e) = crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
         problems.add(&FieldPath::at("server.tls"), e.to_string());
@@ -77,7 +189,7 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     let issuers = config
         .issuers
         .into_iter()
-        .filter_map(|spec| issuer(spec, problems, &mut warnings))
+        .filter_map(|spec| issuer(spec, problems, &mut warnings, reader))
         .collect();
     Prepared {
         server: config.server,
@@ -85,19 +197,22 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         cache: config.cache,
         issuers,
         warnings,
+        files: FilesRead::default(),
     }
 }
 
 fn issuer(
-    spec: config::Issuer,
+    mut spec: config::Issuer,
     problems: &mut Problems,
     warnings: &mut Vec<Problem>,
+    reader: &mut Reader,
 ) -> Option<Issuer> {
     let before = problems.len();
+    let files_before = reader.files.len();
     let at = spec.field.clone();
     let ca_pem = spec.certificate_authority_file.as_deref().and_then(|p| {
         let field = at.field("certificate_authority_file");
-        let pem = read(problems, &field, p)?;
+        let pem = reader.read(problems, &field, p)?;
         match kube_authn_common::parse_ca_bundle(&pem) {
             Ok(_) => Some(pem),
             Err(e) => {
@@ -111,7 +226,7 @@ fn issuer(
     let allow_expired = spec.keys.allow_expired_certificate;
     for (i, p) in spec.keys.public_key_files.iter().enumerate() {
         let field = at.field("keys").field("public_key_files").index(i);
-        if let Some(bytes) = read(problems, &field, p) {
+        if let Some(bytes) = reader.read(problems, &field, p) {
             match keys::from_pem(&bytes) {
                 Ok(k) => {
                     for key in &k {
@@ -134,7 +249,7 @@ fn issuer(
     if let Some(p) = &spec.keys.hmac_secret_file {
         let field = at.field("keys").field("hmac_secret_file");
         // The file's bytes are wiped once the key holds its copy.
-        if let Some(bytes) = read(problems, &field, p).map(Zeroizing::new) {
+        if let Some(bytes) = reader.read(problems, &field, p).map(Zeroizing::new) {
             match keys::hmac_secret(&bytes) {
                 Ok(k) => static_keys.push(k),
                 Err(e) => problems.add(&field, e),
@@ -157,12 +272,30 @@ fn issuer(
             algs
         }
     };
+    let identity = identity(&mut spec, &reader.files.0[files_before..]);
     (problems.len() == before).then_some(Issuer {
         spec,
         algorithms,
         static_keys,
         ca_pem,
+        identity,
     })
+}
+
+/// The validated settings as `Debug` writes them (every field of
+/// `config::Issuer`, derived, so a new setting counts without anyone
+/// remembering to add it here), minus where the issuer sits in the file
+/// (moving it changes nothing), and the hashes of the files it read.
+fn identity(spec: &mut config::Issuer, files: &[(PathBuf, Option<FileHash>)]) -> FileHash {
+    let field = std::mem::take(&mut spec.field);
+    let settings = format!("{spec:?}");
+    spec.field = field;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(settings.as_bytes());
+    for (_, hash) in files {
+        ctx.update(hash.as_ref().map_or(&[0u8; 32][..], |h| &h[..]));
+    }
+    digest_bytes(ctx.finish())
 }
 
 /// A key from a certificate is trusted within the certificate's validity
@@ -195,15 +328,5 @@ fn certificate_validity(
         }),
         (None, false) => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
         (None, true) => {}
-    }
-}
-
-fn read(problems: &mut Problems, field: &FieldPath, path: &Path) -> Option<Vec<u8>> {
-    match read_bounded(path) {
-        Ok(b) => Some(b),
-        Err(e) => {
-            problems.add(field, format!("cannot read {}: {e}", path.display()));
-            None
-        }
     }
 }

@@ -34,7 +34,7 @@ pub struct Config {
     pub(crate) warnings: Vec<Problem>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Server {
     pub(crate) listen: SocketAddr,
     pub(crate) tls: TlsFiles,
@@ -51,7 +51,7 @@ pub(crate) struct Server {
     pub(crate) workers: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TlsFiles {
     pub(crate) cert_file: PathBuf,
     pub(crate) key_file: PathBuf,
@@ -63,7 +63,7 @@ pub(crate) struct TlsFiles {
     pub(crate) reload_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Telemetry {
     pub(crate) listen: SocketAddr,
     pub log_format: LogFormat,
@@ -75,7 +75,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cache {
     pub max_entries: u64,
     pub(crate) max_ttl: Duration,

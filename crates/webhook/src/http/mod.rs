@@ -11,12 +11,14 @@ use actix_web::dev::ServerHandle;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
+use crate::reload::{ConfigWatcher, Live, RefreshLoops};
 use crate::review::{ApiError, Reviewer};
 use crate::tls;
 use kube_authn_common::clock::Clock;
@@ -30,18 +32,21 @@ pub(crate) const REVIEW_PATHS: [&str; 3] = [
 ];
 
 pub(crate) struct AppState {
-    pub(crate) reviewer: Reviewer,
-    pub(crate) max_body_bytes: usize,
+    /// What the config in use decides: a request loads it once, at its
+    /// start, and finishes with it whatever a reload stores meanwhile.
+    pub(crate) live: ArcSwap<Live>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) clock: Clock,
     /// Set on shutdown: /readyz turns red so load balancers stop sending.
     pub(crate) draining: AtomicBool,
-    /// Client certificate names allowed to ask (empty: any the CA signed).
-    pub(crate) allowed_client_names: Vec<String>,
+    /// Fixed at start (actix reads it when building the server).
     pub(crate) read_timeout: Duration,
+    pub(crate) refresh: RefreshLoops,
 }
 
 impl AppState {
     pub(crate) fn metrics(&self) -> &Metrics {
-        &self.reviewer.metrics
+        &self.metrics
     }
 }
 
@@ -56,6 +61,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Issuer(#[from] ClientError),
+    #[error("cannot watch the config for changes: {0}")]
+    Watch(std::io::Error),
 }
 
 pub struct Running {
@@ -64,7 +71,11 @@ pub struct Running {
     pub(crate) state: Arc<AppState>,
     server: ServerHandle,
     telemetry: ServerHandle,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The settings only a restart changes, as this process started with.
+    started: Arc<crate::reload::RestartOnly>,
+    /// The files the config in use at start was read from.
+    files: crate::prepare::FilesRead,
 }
 
 /// Binds both listeners and starts serving; issuer keys are fetched in the
@@ -72,20 +83,21 @@ pub struct Running {
 /// multi-thread tokio runtime.
 pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Handle::current();
-    let reviewer = Reviewer::from_config(config, clock, &runtime)?;
+    let reviewer = Reviewer::from_config(config, clock.clone(), &runtime)?;
     let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
     let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
-    for issuer in reviewer.verifier.issuers() {
-        if let Some(remote) = &issuer.remote {
-            tasks.push(tokio::spawn(remote.clone().refresh_forever()));
-        }
-    }
+    let refresh = RefreshLoops::new(runtime.clone());
+    refresh.sync(&reviewer.verifier);
+    reviewer
+        .metrics
+        .config_loaded(&crate::reload::hash_label(&config.files), clock.now());
     let state = Arc::new(AppState {
-        reviewer,
-        max_body_bytes: config.server.max_body_bytes,
+        metrics: reviewer.metrics.clone(),
+        clock: clock.clone(),
+        live: ArcSwap::from_pointee(Live::new(reviewer, config)),
         draining: AtomicBool::new(false),
-        allowed_client_names: config.server.tls.allowed_client_names.clone(),
         read_timeout: config.server.read_timeout,
+        refresh,
     });
 
     let listener = bind(config.server.listen)?;
@@ -166,7 +178,7 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
         version = env!("CARGO_PKG_VERSION"),
         %addr,
         %telemetry_addr,
-        issuers = state.reviewer.verifier.issuers().len(),
+        issuers = state.live.load().reviewer.verifier.issuers().len(),
         issuer_list = issuers.join(", "),
         mtls = config.server.tls.client_ca_file.is_some(),
         allowed_client_names = config.server.tls.allowed_client_names.join(","),
@@ -179,7 +191,9 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
         state,
         server: server_handle,
         telemetry: telemetry_handle,
-        tasks,
+        tasks: std::sync::Mutex::new(tasks),
+        started: Arc::new(crate::reload::RestartOnly::of(config)),
+        files: config.files.clone(),
     })
 }
 
@@ -209,15 +223,42 @@ impl Running {
         self.ready()
     }
 
+    /// From now on the config at `path` (the one this server was started
+    /// from) and every file it names are read again when they change
+    /// (checked every `server.tls.reload_interval`) and, with `on_sighup`,
+    /// whenever the process gets SIGHUP. A valid new config replaces the one
+    /// in use; an invalid one is logged and counted, and the old one keeps
+    /// serving. Must run inside the server's runtime.
+    pub fn watch_config(
+        &self,
+        path: std::path::PathBuf,
+        on_sighup: bool,
+    ) -> Result<(), std::io::Error> {
+        let (watcher, interval) = ConfigWatcher::new(
+            path,
+            self.files.clone(),
+            self.state.clone(),
+            self.started.clone(),
+        )?;
+        let task = watcher.spawn(interval, on_sighup)?;
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(task);
+        Ok(())
+    }
+
     /// Stops accepting, turns /readyz red, lets in-flight reviews finish
-    /// (within the shutdown timeout), then stops telemetry and key refresh.
+    /// (within the shutdown timeout), then stops telemetry, config watching
+    /// and key refresh.
     pub async fn shutdown(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.server.stop(true).await;
         self.telemetry.stop(true).await;
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             t.abort();
         }
+        self.state.refresh.stop_all();
         tracing::info!("stopped");
     }
 }
@@ -288,15 +329,17 @@ async fn review(
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // The config this request is answered with, start to finish.
+    let live = state.live.load_full();
     let result = async {
-        check_caller(&req, &state.allowed_client_names)?;
+        check_caller(&req, &live.allowed_client_names)?;
         let body = tokio::time::timeout(
             state.read_timeout,
-            read_body(&req, &mut payload, state.max_body_bytes),
+            read_body(&req, &mut payload, live.max_body_bytes),
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        state.reviewer.review_body(&body).await
+        live.reviewer.review_body(&body).await
     }
     .await;
     match result {
@@ -384,9 +427,10 @@ impl ResponseError for ApiError {
 
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     let m = state.metrics();
+    let live = state.live.load();
     m.cache_entries
-        .set(state.reviewer.cache.entry_count() as i64);
-    for issuer in state.reviewer.verifier.issuers() {
+        .set(live.reviewer.cache.entry_count() as i64);
+    for issuer in live.reviewer.verifier.issuers() {
         m.jwks_keys
             .with_label_values(&[&issuer.name])
             .set(issuer.key_count() as i64);
@@ -421,8 +465,9 @@ pub(crate) struct IssuerState {
 }
 
 pub(crate) fn readiness(state: &AppState) -> Readiness {
-    let now = state.reviewer.clock.now();
-    let issuers: Vec<IssuerState> = state
+    let now = state.clock.now();
+    let live = state.live.load();
+    let issuers: Vec<IssuerState> = live
         .reviewer
         .verifier
         .issuers()

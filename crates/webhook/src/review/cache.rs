@@ -2,6 +2,12 @@
 //! Identities live until min(max_ttl, token exp), and no longer than the key
 //! that verified them may verify; definite rejections for negative_ttl;
 //! "could not check" is never cached.
+//!
+//! Each entry carries the generation of the issuer verifier that decided it;
+//! a lookup names the generations in use (the config snapshot's), and an
+//! entry of any other (an issuer removed or changed by a reload) is a miss
+//! and dropped, so a reload never serves a verdict the new config would not
+//! have come to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +50,8 @@ impl Lookup {
 struct Entry {
     verdict: Verdict,
     ttl: Duration,
+    /// `IssuerVerifier::generation` of the issuer that decided it.
+    generation: u64,
 }
 
 impl Entry {
@@ -70,6 +78,9 @@ impl Expiry<TokenHash, Arc<Entry>> for PerEntryTtl {
     }
 }
 
+/// A cache handle; clones share the entries (a reload that keeps the cache
+/// settings keeps the cache).
+#[derive(Clone)]
 pub struct TokenCache {
     inner: Option<Cache<TokenHash, Arc<Entry>>>,
     max_ttl: Duration,
@@ -91,15 +102,22 @@ impl TokenCache {
         }
     }
 
-    /// The cached verdict for `key` at `now` (Unix seconds), if any.
-    pub(crate) async fn get(&self, key: &TokenHash, now: u64) -> Option<Verdict> {
+    /// The cached verdict for `key` at `now` (Unix seconds), if any, from
+    /// an issuer generation `live` accepts.
+    pub(crate) async fn get(
+        &self,
+        key: &TokenHash,
+        now: u64,
+        live: impl Fn(u64) -> bool,
+    ) -> Option<Verdict> {
         let cache = self.inner.as_ref()?;
         let entry = cache.get(key).await?;
-        if entry.valid_at(now) {
+        if entry.valid_at(now) && live(entry.generation) {
             return Some(entry.verdict.clone());
         }
         // The cache TTL already ends at exp (this guards a clock that
-        // moved); the key's end is only known now.
+        // moved); the key's end is only known now; the issuer that decided
+        // it was removed or changed by a reload.
         cache.invalidate(key).await;
         None
     }
@@ -111,31 +129,50 @@ impl TokenCache {
     /// just stored counts as a hit. A verdict is cached for its own lifetime;
     /// "could not check" (`Err`) never is, and every caller that waited on it
     /// gets the same error.
-    pub(crate) async fn verify_once<E>(
+    ///
+    /// The verdict is stored under `generation`; one found that another
+    /// request stored under a generation `live` does not accept (a review
+    /// that started before a reload and finished after it) is dropped and
+    /// `None` returned: the caller verifies again, uncached (`verify` is a
+    /// future, not a maker of them, so a review's trace can be borrowed by it).
+    pub(crate) async fn verify_once<E, F>(
         &self,
         key: TokenHash,
         now: u64,
-        verify: impl Future<Output = Result<Verdict, E>>,
-    ) -> (Lookup, Result<Verdict, Arc<E>>)
+        generation: u64,
+        live: impl Fn(u64) -> bool,
+        verify: F,
+    ) -> Option<(Lookup, Result<Verdict, Arc<E>>)>
     where
         E: Send + Sync + 'static,
+        F: Future<Output = Result<Verdict, E>>,
     {
         let Some(cache) = &self.inner else {
-            return (Lookup::Miss, verify.await.map_err(Arc::new));
+            return Some((Lookup::Miss, verify.await.map_err(Arc::new)));
         };
         let entry = cache
             .entry(key)
             .or_try_insert_with(async {
                 verify.await.map(|verdict| {
                     let ttl = self.ttl(&verdict, now);
-                    Arc::new(Entry { verdict, ttl })
+                    Arc::new(Entry {
+                        verdict,
+                        ttl,
+                        generation,
+                    })
                 })
             })
             .await;
         match entry {
-            Ok(e) if e.is_fresh() => (Lookup::Miss, Ok(e.into_value().verdict.clone())),
-            Ok(e) => (Lookup::Hit, Ok(e.into_value().verdict.clone())),
-            Err(e) => (Lookup::Miss, Err(e)),
+            Ok(e) if e.is_fresh() => Some((Lookup::Miss, Ok(e.into_value().verdict.clone()))),
+            Ok(e) if live(e.value().generation) => {
+                Some((Lookup::Hit, Ok(e.into_value().verdict.clone())))
+            }
+            Ok(_) => {
+                cache.invalidate(&key).await;
+                None
+            }
+            Err(e) => Some((Lookup::Miss, Err(e))),
         }
     }
 

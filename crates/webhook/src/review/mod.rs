@@ -39,12 +39,16 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// One config's way of answering: a reload builds a new one (`reloaded`)
+/// and reviews that started on the old one finish on it.
 pub struct Reviewer {
     pub verifier: Verifier,
     pub cache: TokenCache,
     pub metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
     pub(crate) request_timeout: Duration,
+    /// The cache settings `cache` was built with.
+    cache_settings: crate::config::Cache,
 }
 
 /// What one review came to, before encoding.
@@ -77,13 +81,45 @@ impl Reviewer {
         runtime: &tokio::runtime::Handle,
     ) -> Result<Reviewer, ClientError> {
         let metrics = Arc::new(Metrics::new());
-        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        let verifier = Verifier::new(&config.issuers, None, &metrics, &clock, runtime)?;
         Ok(Reviewer {
             verifier,
             cache: TokenCache::new(&config.cache),
             metrics,
             clock,
             request_timeout: config.server.request_timeout,
+            cache_settings: config.cache.clone(),
+        })
+    }
+
+    /// The reviewer for a reloaded config: issuers whose settings and files
+    /// did not change are this one's (same keys, no fetch, cached verdicts
+    /// still good); the cache is this one's unless its settings changed;
+    /// the metrics registry is shared. Nothing is fetched here.
+    pub(crate) fn reloaded(
+        &self,
+        config: &Prepared,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Reviewer, ClientError> {
+        let verifier = Verifier::new(
+            &config.issuers,
+            Some(&self.verifier),
+            &self.metrics,
+            &self.clock,
+            runtime,
+        )?;
+        let cache = if self.cache_settings == config.cache {
+            self.cache.clone()
+        } else {
+            TokenCache::new(&config.cache)
+        };
+        Ok(Reviewer {
+            verifier,
+            cache,
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+            request_timeout: config.server.request_timeout,
+            cache_settings: config.cache.clone(),
         })
     }
 
@@ -270,7 +306,8 @@ impl Reviewer {
         now: u64,
         trace: &mut Trace,
     ) -> (Lookup, Decided) {
-        if let Some(verdict) = self.cache.get(hash, now).await {
+        let live = |generation| self.verifier.is_live(generation);
+        if let Some(verdict) = self.cache.get(hash, now, live).await {
             trace.note("cache", || "answered from the cache".to_owned());
             return (Lookup::Hit, Decided::Verdict(verdict));
         }
@@ -312,14 +349,21 @@ impl Reviewer {
                 return (Lookup::Miss, Decided::Unrouted(r, Some(iss)));
             }
         };
-        let (lookup, result) = self
+        let verify = self.verify(issuer, &jwt, &claims, hash, now, trace);
+        let once = self
             .cache
-            .verify_once(
-                *hash,
-                now,
-                self.verify(issuer, &jwt, &claims, hash, now, trace),
-            )
+            .verify_once(*hash, now, issuer.generation, live, verify)
             .await;
+        let (lookup, result) = match once {
+            Some(decided) => decided,
+            // A verdict of a verifier a reload retired was in the way.
+            None => (
+                Lookup::Miss,
+                self.verify(issuer, &jwt, &claims, hash, now, trace)
+                    .await
+                    .map_err(Arc::new),
+            ),
+        };
         match result {
             Ok(verdict) => (lookup, Decided::Verdict(verdict)),
             Err(unchecked) => (lookup, Decided::Unchecked(unchecked)),

@@ -11,6 +11,7 @@ pub mod trace;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -174,7 +175,36 @@ pub struct IssuerVerifier {
     claims: ClaimMapping,
     static_keys: KeySet,
     pub remote: Option<Arc<RemoteKeys>>,
+    /// `prepare::Issuer::identity` of the settings and files it was built from.
+    identity: prepare::FileHash,
+    /// What `remote` was built from (`remote_identity`).
+    remote_identity: Option<prepare::FileHash>,
+    /// Unique to this verifier in the process: cached verdicts carry it, and
+    /// one whose verifier is gone (removed or changed by a reload) is a miss.
+    pub(crate) generation: u64,
 }
+
+/// The name, fetch settings and CA bundle a `RemoteKeys` is built from: all
+/// that decides which keys it fetches and how.
+fn remote_identity(
+    name: &str,
+    remote: &crate::config::RemoteKeys,
+    ca_pem: Option<&[u8]>,
+) -> prepare::FileHash {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(format!("{name}\0{remote:?}\0").as_bytes());
+    if let Some(ca) = ca_pem {
+        ctx.update(ca);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// Generations are never reused, so a verdict cached by a verifier that a
+/// reload dropped is never taken for one of a later verifier with the same
+/// settings (whose keys are tracked afresh).
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
@@ -441,7 +471,7 @@ pub(crate) struct Verified {
 }
 
 pub struct Verifier {
-    issuers: Vec<IssuerVerifier>,
+    issuers: Vec<Arc<IssuerVerifier>>,
     by_iss: HashMap<String, usize>,
     without_iss: Option<usize>,
 }
@@ -449,8 +479,15 @@ pub struct Verifier {
 impl Verifier {
     /// Builds the verifiers; fetching keys is left to the caller (see
     /// `server::start`), so an issuer that is down does not hold up the rest.
+    /// An issuer whose identity (settings and files) a verifier of
+    /// `previous` has is that verifier, shared: its keys, refresh loop and
+    /// cached verdicts carry over a reload. One that changed in other ways
+    /// than where and how its keys are fetched (a claim mapping, audiences)
+    /// is a new verifier on the old one's `RemoteKeys`: new generation, same
+    /// keys, no fetch.
     pub(crate) fn new(
         issuers: &[prepare::Issuer],
+        previous: Option<&Verifier>,
         metrics: &Arc<Metrics>,
         clock: &Clock,
         runtime: &tokio::runtime::Handle,
@@ -460,10 +497,35 @@ impl Verifier {
         let mut without_iss = None;
         for (i, p) in issuers.iter().enumerate() {
             let c = &p.spec;
+            match &c.url {
+                Some(u) => {
+                    by_iss.insert(u.clone(), i);
+                }
+                None => without_iss = Some(i),
+            }
+            if let Some(kept) = previous.and_then(|v| {
+                v.issuers
+                    .iter()
+                    .find(|old| old.identity == p.identity && *old.name == *c.name)
+            }) {
+                out.push(kept.clone());
+                continue;
+            }
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
-            let remote = match &c.remote {
-                Some(r) => Some(Arc::new(RemoteKeys::new(
+            let remote_identity = c
+                .remote
+                .as_ref()
+                .map(|r| remote_identity(&name, r, p.ca_pem.as_deref()));
+            let kept_remote = previous.and_then(|v| {
+                v.issuers
+                    .iter()
+                    .find(|old| remote_identity.is_some() && old.remote_identity == remote_identity)
+                    .and_then(|old| old.remote.clone())
+            });
+            let remote = match (&c.remote, kept_remote) {
+                (Some(_), Some(kept)) => Some(kept),
+                (Some(r), None) => Some(Arc::new(RemoteKeys::new(
                     name.clone(),
                     r.clone(),
                     p.ca_pem.as_deref(),
@@ -471,7 +533,7 @@ impl Verifier {
                     clock.clone(),
                     runtime.clone(),
                 )?)),
-                None => None,
+                (None, _) => None,
             };
             keys::report_certificates(&name, &p.static_keys, metrics);
             let static_keys = KeySet::new(p.static_keys.iter().cloned());
@@ -481,13 +543,7 @@ impl Verifier {
                     .with_label_values(&[&name])
                     .set(clock.now() as f64);
             }
-            match &c.url {
-                Some(u) => {
-                    by_iss.insert(u.clone(), i);
-                }
-                None => without_iss = Some(i),
-            }
-            out.push(IssuerVerifier {
+            out.push(Arc::new(IssuerVerifier {
                 name,
                 kind: c.kind,
                 audiences: c.audiences.clone(),
@@ -499,7 +555,10 @@ impl Verifier {
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
-            });
+                remote_identity,
+                identity: p.identity,
+                generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            }));
         }
         Ok(Verifier {
             issuers: out,
@@ -508,8 +567,14 @@ impl Verifier {
         })
     }
 
-    pub fn issuers(&self) -> &[IssuerVerifier] {
+    pub fn issuers(&self) -> &[Arc<IssuerVerifier>] {
         &self.issuers
+    }
+
+    /// Whether a verdict cached under `generation` may be served: its
+    /// verifier is one of these.
+    pub(crate) fn is_live(&self, generation: u64) -> bool {
+        self.issuers.iter().any(|i| i.generation == generation)
     }
 
     /// Finds a token's issuer from its claims (not trusted yet); no I/O, so
@@ -523,7 +588,7 @@ impl Verifier {
             None => self.without_iss,
             Some(_) => None,
         };
-        idx.map(|i| &self.issuers[i])
+        idx.map(|i| &*self.issuers[i])
             .ok_or(Rejection::UnknownIssuer)
     }
 

@@ -15,4 +15,5 @@ mod http;
 mod keys;
 mod lifecycle;
 mod packaging;
+mod reload;
 mod upstream;
