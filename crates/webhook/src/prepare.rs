@@ -21,6 +21,8 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// `state_dir`, checked to be a directory.
+    pub(crate) state_dir: Option<std::path::PathBuf>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
@@ -73,6 +75,23 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     {
         problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
     }
+    if let Some(dir) = &config.state_dir {
+        let field = FieldPath::at("state_dir");
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.add(
+                &field,
+                format!("{} is not a directory", dir.display()),
+            ),
+            Err(e) => problems.add(
+                &field,
+                format!(
+                    "cannot use {}: {e}; create it (an emptyDir or a small volume, writable by the webhook only)",
+                    dir.display()
+                ),
+            ),
+        }
+    }
     let mut warnings = config.warnings;
     let issuers = config
         .issuers
@@ -84,6 +103,7 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        state_dir: config.state_dir,
         warnings,
     }
 }

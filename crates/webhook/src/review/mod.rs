@@ -76,7 +76,13 @@ impl Reviewer {
         runtime: &tokio::runtime::Handle,
     ) -> Result<Reviewer, ClientError> {
         let metrics = Arc::new(Metrics::new());
-        let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        let verifier = Verifier::new(
+            &config.issuers,
+            config.state_dir.as_deref(),
+            &metrics,
+            &clock,
+            runtime,
+        )?;
         Ok(Reviewer {
             verifier,
             cache: TokenCache::new(&config.cache),

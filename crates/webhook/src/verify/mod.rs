@@ -172,12 +172,23 @@ pub struct IssuerVerifier {
     claims: ClaimMapping,
     static_keys: KeySet,
     pub remote: Option<Arc<RemoteKeys>>,
+    /// `/readyz` waits for this issuer's keys.
+    pub(crate) required: bool,
 }
 
 impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
     pub(crate) fn key_count(&self) -> usize {
         self.static_keys.len() + self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
+    }
+
+    /// Keys that may still verify at `now` (clock seconds).
+    pub(crate) fn usable_key_count(&self, now: u64) -> usize {
+        self.static_keys.usable_count(now)
+            + self
+                .remote
+                .as_ref()
+                .map_or(0, |r| r.snapshot().keys.usable_count(now))
     }
 
     /// The keys that may check a token with this kid and alg at `now`:
@@ -328,6 +339,7 @@ impl Verifier {
     /// `server::start`), so an issuer that is down does not hold up the rest.
     pub(crate) fn new(
         issuers: &[prepare::Issuer],
+        state_dir: Option<&std::path::Path>,
         metrics: &Arc<Metrics>,
         clock: &Clock,
         runtime: &tokio::runtime::Handle,
@@ -339,6 +351,10 @@ impl Verifier {
             let c = &p.spec;
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
+            metrics
+                .issuer_required
+                .with_label_values(&[&name])
+                .set(i64::from(c.required));
             let remote = match &c.remote {
                 Some(r) => Some(Arc::new(RemoteKeys::new(
                     name.clone(),
@@ -347,6 +363,7 @@ impl Verifier {
                     metrics.clone(),
                     clock.clone(),
                     runtime.clone(),
+                    state_dir,
                 )?)),
                 None => None,
             };
@@ -376,6 +393,7 @@ impl Verifier {
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
+                required: c.required,
             });
         }
         Ok(Verifier {
