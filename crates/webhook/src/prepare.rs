@@ -77,12 +77,12 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     }
     if let Some(dir) = &config.state_dir {
         let field = FieldPath::at("state_dir");
+        let parent_is_dir = || dir.parent().is_some_and(Path::is_dir);
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => problems.add(
-                &field,
-                format!("{} is not a directory", dir.display()),
-            ),
+            Ok(_) => problems.add(&field, format!("{} is not a directory", dir.display())),
+            // serve creates it (mode 0700) in a directory that exists.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && parent_is_dir() => {}
             Err(e) => problems.add(
                 &field,
                 format!(

@@ -153,7 +153,25 @@ pub(crate) struct RemoteKeys {
     pub(crate) jwks_hosts: Vec<String>,
     /// `proxy_url`: every fetch of this issuer goes through it. Without it,
     /// the environment's `HTTPS_PROXY`/`ALL_PROXY` and `NO_PROXY` decide.
-    pub(crate) proxy: Option<String>,
+    pub(crate) proxy: Option<ProxyUrl>,
+}
+
+/// A proxy URL, which may carry `user:password@`: never shown whole.
+#[derive(Clone)]
+pub(crate) struct ProxyUrl(pub(crate) String);
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+                write!(f, "ProxyUrl({u})")
+            }
+            Ok(u) => write!(f, "ProxyUrl({u})"),
+            Err(_) => f.write_str("ProxyUrl(..)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -886,7 +904,7 @@ impl Validator {
 
     /// `proxy_url`: an http:// or https:// proxy URL without a path; its
     /// `user:password@`, if any, is passed to the proxy and never logged.
-    fn proxy_url(&mut self, field: &FieldPath, written: &str, fetches: bool) -> Option<String> {
+    fn proxy_url(&mut self, field: &FieldPath, written: &str, fetches: bool) -> Option<ProxyUrl> {
         if !fetches {
             self.problem(
                 field,
@@ -922,7 +940,7 @@ impl Validator {
                 self.problem(field, why);
                 None
             }
-            None => Some(written.to_owned()),
+            None => Some(ProxyUrl(written.to_owned())),
         }
     }
 
@@ -1249,6 +1267,18 @@ mod tests {
         for p in ["", "efa:", "oidc:", "systems:", "x-system:"] {
             assert!(!could_make_system_name(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_proxy_password_is_never_shown() {
+        let shown = format!("{:?}", ProxyUrl("http://u:pw-1234@proxy.corp:3128".into()));
+        assert!(
+            !shown.contains("pw-1234") && !shown.contains("u:"),
+            "{shown}"
+        );
+        assert!(shown.contains("proxy.corp:3128"), "{shown}");
+        let plain = format!("{:?}", ProxyUrl("http://proxy.corp:3128".into()));
+        assert_eq!(plain, "ProxyUrl(http://proxy.corp:3128/)");
     }
 
     #[test]

@@ -56,6 +56,11 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Issuer(#[from] ClientError),
+    #[error("state_dir: cannot create {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Running {
@@ -72,6 +77,9 @@ pub struct Running {
 /// multi-thread tokio runtime.
 pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Handle::current();
+    if let Some(dir) = &config.state_dir {
+        create_state_dir(dir)?;
+    }
     let reviewer = Reviewer::from_config(config, clock, &runtime)?;
     let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
     let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
@@ -164,6 +172,21 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
         server: server_handle,
         telemetry: telemetry_handle,
         tasks,
+    })
+}
+
+/// `state_dir` when it does not exist yet (check-config made sure its parent
+/// does): readable by the webhook only, as the keys are its trust.
+fn create_state_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| StartError::StateDir {
+        path: dir.to_owned(),
+        source,
     })
 }
 

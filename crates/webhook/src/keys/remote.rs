@@ -210,7 +210,7 @@ impl RemoteKeys {
         // proxy_url is the operator's word for this issuer; otherwise the
         // environment's proxy, which NO_PROXY can bypass.
         if let Some(p) = &cfg.proxy {
-            builder = builder.proxy(reqwest::Proxy::all(p.as_str()).map_err(proxy_error)?);
+            builder = builder.proxy(reqwest::Proxy::all(p.0.as_str()).map_err(proxy_error)?);
         } else if let Some(p) = env_proxy(|k| std::env::var(k).ok()) {
             builder = builder.proxy(
                 reqwest::Proxy::all(p.as_str())
@@ -975,6 +975,35 @@ mod tests {
         drop(held);
         assert_eq!(count.load(Ordering::SeqCst), 0);
         assert!(Waiting::enter(&count).is_some());
+    }
+
+    /// The lower-case name first, as curl reads it; an empty value is unset.
+    #[test]
+    fn the_environment_proxy_is_the_first_set_https_or_all_proxy() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(env_proxy(env(&[])), None);
+        assert_eq!(
+            env_proxy(env(&[
+                ("HTTPS_PROXY", "http://a:1"),
+                ("https_proxy", "http://b:2")
+            ])),
+            Some("http://b:2".to_owned())
+        );
+        assert_eq!(
+            env_proxy(env(&[("https_proxy", " "), ("ALL_PROXY", "http://c:3")])),
+            Some("http://c:3".to_owned())
+        );
+        assert_eq!(
+            env_proxy(env(&[("HTTP_PROXY", "http://d:4")])),
+            None,
+            "https only"
+        );
     }
 
     #[test]

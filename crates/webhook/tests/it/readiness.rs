@@ -196,14 +196,13 @@ async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
     let ca = new_ca();
     let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
     let url = issuer.url().to_owned();
-    let state = tempfile::tempdir().unwrap();
-    let file = state.path().join("dex-saved.keys.json");
+    let top = tempfile::tempdir().unwrap();
+    // Not there yet: serve creates it, for the webhook only.
+    let state = top.path().join("state");
+    let file = state.join("dex-saved.keys.json");
     // The first run's harness CA is the issuer's (its ca.crt), so it can
     // fetch; the second's is not, and the issuer is down anyway.
-    let yaml = with_top(
-        &dex_with("dex-saved", &url, ""),
-        &state_dir_line(state.path()),
-    );
+    let yaml = with_top(&dex_with("dex-saved", &url, ""), &state_dir_line(&state));
     {
         let dir = tempfile::tempdir().unwrap();
         let h = Harness::start_in(dir, ca, &yaml, Options::default()).await;
@@ -224,8 +223,9 @@ async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
     }
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&state), 0o700);
     }
 
     let h = Harness::start(new_ca(), &yaml, Options::default()).await;
@@ -672,7 +672,7 @@ fn proxy_discovery_and_state_dir_settings_validate() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "not-a-dir", "x");
     for (state_dir, says) in [
-        (dir.path().join("missing"), "create it"),
+        (dir.path().join("missing").join("state"), "create it"),
         (file, "is not a directory"),
     ] {
         let text = format!("{}state_dir: {}\n", dex(""), state_dir.display());
