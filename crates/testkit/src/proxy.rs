@@ -21,6 +21,16 @@ pub struct ConnectProxy {
 impl ConnectProxy {
     /// Starts on a free loopback port.
     pub async fn start() -> ConnectProxy {
+        Self::start_with(false).await
+    }
+
+    /// A proxy that accepts connections and never answers: a fetch through
+    /// it must give up by its own timeout.
+    pub async fn start_silent() -> ConnectProxy {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(silent: bool) -> ConnectProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let addr = listener.local_addr().expect("proxy address");
         let targets = Arc::new(Mutex::new(Vec::new()));
@@ -32,7 +42,13 @@ impl ConnectProxy {
             while let Ok((conn, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tunnels.spawn(async move {
-                    let _ = tunnel(conn, &seen).await;
+                    if silent {
+                        // Held open, unread, until the proxy stops.
+                        std::future::pending::<()>().await;
+                        drop(conn);
+                    } else {
+                        let _ = tunnel(conn, &seen).await;
+                    }
                 });
                 while tunnels.try_join_next().is_some() {}
             }

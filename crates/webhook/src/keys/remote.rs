@@ -504,11 +504,13 @@ impl RemoteKeys {
         let jwks_uri = fetched.jwks_uri.clone();
         let discovery = discovery.cloned();
         let body = fetched.body.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            saved::save(&path, &url, now, &jwks_uri, discovery.as_ref(), &body)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the writing task failed: {e}")));
+        let result = self
+            .runtime
+            .spawn_blocking(move || {
+                saved::save(&path, &url, now, &jwks_uri, discovery.as_ref(), &body)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the writing task failed: {e}")));
         let issuer = &*self.issuer;
         let label = match &result {
             Ok(()) => "success",

@@ -390,6 +390,40 @@ async fn proxy_url_carries_the_key_fetch_and_its_outage_keeps_the_last_keys() {
     issuer.stop().await;
 }
 
+/// A proxy that never answers the CONNECT holds a fetch no longer than
+/// `jwks_fetch_timeout`: the fetch is counted as a timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_never_answers_is_bounded_by_the_fetch_timeout() {
+    let ca = new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let proxy = ConnectProxy::start_silent().await;
+    let yaml = dex_with(
+        "dex-silent-proxy",
+        issuer.url(),
+        &format!(
+            "    proxy_url: {}
+    jwks_fetch_timeout: 1s
+",
+            proxy.url()
+        ),
+    );
+    let h = Harness::start(ca, &yaml, Options::default()).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            h.metric(
+                "authn_webhook_jwks_fetches_total",
+                &[("issuer", "dex-silent-proxy"), ("result", "timeout")],
+            )
+            .await
+                >= 1.0
+        })
+        .await
+    );
+    assert_eq!(issuer.fetches(), 0);
+    assert_eq!(proxy.tunnels(), 0);
+    issuer.stop().await;
+}
+
 /// `discovery_url`: the document comes from there (an in-cluster address)
 /// while tokens keep `iss: url`; a document naming another issuer is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
