@@ -190,7 +190,8 @@ async fn a_required_issuer_without_keys_keeps_readyz_at_503() {
 }
 
 /// Fetch keys, stop the issuer, restart the webhook: a token of the old key
-/// verifies with the keys saved in `state_dir`, reported as a snapshot.
+/// verifies with the keys saved in `state_dir`, reported as a snapshot, and
+/// they satisfy `required`; max_key_age after their fetch they stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
     let ca = new_ca();
@@ -202,7 +203,16 @@ async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
     let file = state.join("dex-saved.keys.json");
     // The first run's harness CA is the issuer's (its ca.crt), so it can
     // fetch; the second's is not, and the issuer is down anyway.
-    let yaml = with_top(&dex_with("dex-saved", &url, ""), &state_dir_line(&state));
+    let yaml = with_top(
+        &dex_with(
+            "dex-saved",
+            &url,
+            "    required: true
+    max_key_age: 5m
+",
+        ),
+        &state_dir_line(&state),
+    );
     {
         let dir = tempfile::tempdir().unwrap();
         let h = Harness::start_in(dir, ca, &yaml, Options::default()).await;
@@ -228,7 +238,17 @@ async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
         assert_eq!(mode(&state), 0o700);
     }
 
-    let h = Harness::start(new_ca(), &yaml, Options::default()).await;
+    let fetched_at = saved["content"]["fetched_at"].as_u64().unwrap();
+    let clock = Clock::manual(unix_now());
+    let h = Harness::start(
+        new_ca(),
+        &yaml,
+        Options {
+            clock: clock.clone(),
+            ..Options::default()
+        },
+    )
+    .await;
     assert!(
         eventually(Duration::from_secs(10), || async {
             issuer_state(&readyz(&h).await.1, "dex-saved")["source"] == "snapshot"
@@ -270,6 +290,21 @@ async fn keys_saved_in_state_dir_outlive_a_restart_while_the_issuer_is_down() {
         )
         .is_empty()
     );
+
+    // max_key_age after the original fetch, not after the restart: the
+    // cached identity goes with its key, and the issuer is required again.
+    clock.set(fetched_at + 5 * 60);
+    let answer = h.review(&token).await;
+    assert_unchecked(&answer);
+    assert!(
+        answer["status"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("more than max_key_age (5m)"),
+        "{answer}"
+    );
+    let (code, ready) = readyz(&h).await;
+    assert_eq!(code, 503, "{ready}");
 }
 
 /// A saved key set that was edited, or is older than max_key_age by the
