@@ -8,7 +8,9 @@
 //! content's exact bytes, and the content names the issuer's URL and when
 //! the keys were fetched. The checksum catches a damaged or hand-edited
 //! file, not an attacker who can write to `state_dir` (they could write a
-//! matching checksum): keep the directory the webhook's own. Only public
+//! matching checksum): keep the directory the webhook's own. A file that is
+//! not a regular file owned by the webhook's user, or that others may write,
+//! is not read at all. Only public
 //! keys are written: symmetric (`oct`) keys and private members are dropped
 //! before the file is, and the keys are checked again as if just fetched
 //! when they are read.
@@ -83,6 +85,9 @@ pub(crate) enum LoadError {
     TooOld { age: Duration, max: Duration },
     #[error("dated {0}s ahead of this machine's clock")]
     FromTheFuture(u64),
+    /// Not written by us: we write regular files, mode 0600, as our user.
+    #[error("not trusted: {0}")]
+    Untrusted(String),
 }
 
 impl LoadError {
@@ -95,6 +100,7 @@ impl LoadError {
             LoadError::OtherIssuer { .. } => "issuer_mismatch",
             LoadError::TooOld { .. } => "too_old",
             LoadError::FromTheFuture(_) => "from_the_future",
+            LoadError::Untrusted(_) => "untrusted_file",
         }
     }
 }
@@ -167,6 +173,11 @@ pub(crate) fn load(
     now: u64,
     max_age: Duration,
 ) -> Result<Saved, LoadError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => trusted(&m).map_err(LoadError::Untrusted)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
+        Err(e) => return Err(LoadError::Unreadable(e)),
+    }
     let bytes = match read_bounded(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
@@ -205,6 +216,32 @@ pub(crate) fn load(
         discovery: content.discovery,
         jwks: serde_json::to_vec(&content.jwks).map_err(|e| LoadError::Corrupt(e.to_string()))?,
     })
+}
+
+/// Whether a file could be one we wrote: a regular file (not a symlink),
+/// owned by our user, that nobody else may write.
+fn trusted(m: &std::fs::Metadata) -> Result<(), String> {
+    if !m.file_type().is_file() {
+        return Err("not a regular file (a symlink?)".to_owned());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let ours = rustix::process::geteuid().as_raw();
+        if m.uid() != ours {
+            return Err(format!(
+                "owned by uid {}, not by the webhook's uid {ours}",
+                m.uid()
+            ));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!(
+                "mode {:o}: group or others may write it",
+                m.mode() & 0o777
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -272,6 +309,18 @@ mod tests {
         assert_eq!(label(load(&p, url, 2000, DAY)), "checksum_mismatch");
         std::fs::write(&p, "{\"sha256\": ").unwrap();
         assert_eq!(label(load(&p, url, 2000, DAY)), "corrupt");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            save(&p, url, 1000, "https://dex/x/keys", None, &jwks()).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o622)).unwrap();
+            assert_eq!(label(load(&p, url, 2000, DAY)), "untrusted_file");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            assert!(load(&p, url, 2000, DAY).is_ok());
+            let link = dir.path().join("link.keys.json");
+            std::os::unix::fs::symlink(&p, &link).unwrap();
+            assert_eq!(label(load(&link, url, 2000, DAY)), "untrusted_file");
+        }
         assert_eq!(
             label(load(&dir.path().join("none"), url, 2000, DAY)),
             "missing"
