@@ -754,3 +754,66 @@ fn proxy_discovery_and_state_dir_settings_validate() {
         );
     }
 }
+
+fn repo_file(path: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn probe_path(container: &serde_norway::Value, probe: &str) -> Option<String> {
+    container[probe]["httpGet"]["path"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The shipped manifests follow the readiness semantics: an issuer outage
+/// never restarts a pod (startup and liveness on /healthz), readiness is
+/// /readyz, and the Deployment's state_dir is a volume it mounts.
+#[test]
+fn the_manifests_probe_healthz_for_start_and_life_and_keep_state() {
+    let deployment: serde_norway::Value =
+        serde_norway::from_str(&repo_file("deploy/kubernetes/deployment.yaml")).unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let webhook = spec["containers"]
+        .as_sequence()
+        .and_then(|c| c.iter().find(|c| c["name"] == "webhook"))
+        .expect("the webhook container");
+    assert_eq!(
+        probe_path(webhook, "startupProbe").as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe_path(webhook, "livenessProbe").as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        probe_path(webhook, "readinessProbe").as_deref(),
+        Some("/readyz")
+    );
+
+    let configmap: serde_norway::Value =
+        serde_norway::from_str(&repo_file("deploy/kubernetes/configmap.yaml")).unwrap();
+    let config: serde_norway::Value =
+        serde_norway::from_str(configmap["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let state_dir = config["state_dir"].as_str().expect("state_dir is set");
+    let mount = webhook["volumeMounts"]
+        .as_sequence()
+        .and_then(|m| m.iter().find(|m| m["mountPath"] == state_dir))
+        .expect("state_dir is a mount");
+    assert_ne!(mount["readOnly"], true, "state_dir is writable");
+    let volume = spec["volumes"]
+        .as_sequence()
+        .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+        .expect("the state volume");
+    assert!(volume["emptyDir"].is_mapping(), "{volume:?}");
+
+    let sidecar: serde_norway::Value =
+        serde_norway::from_str(&repo_file("deploy/sidecar/webhook-sidecar-patch.yaml")).unwrap();
+    for c in sidecar["spec"]["containers"].as_sequence().unwrap() {
+        for probe in ["startupProbe", "livenessProbe"] {
+            assert_ne!(probe_path(c, probe).as_deref(), Some("/readyz"), "{probe}");
+        }
+    }
+}
