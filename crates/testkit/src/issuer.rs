@@ -42,6 +42,10 @@ pub enum Behaviour {
     /// Discovery names this `jwks_uri` (another host, a link-local
     /// address...); the JWKS itself is served as usual.
     JwksUri(String),
+    /// Discovery names this `issuer` (an external URL while the document is
+    /// fetched from the issuer's own address, as an in-cluster Dex Service
+    /// serves it); `jwks_uri` stays on the issuer's own address.
+    Advertise(String),
 }
 
 struct State {
@@ -231,7 +235,8 @@ async fn misbehave(state: &State) -> Option<HttpResponse> {
         | Behaviour::WrongIssuer
         | Behaviour::Oversized(_)
         | Behaviour::Publish(_)
-        | Behaviour::JwksUri(_) => None,
+        | Behaviour::JwksUri(_)
+        | Behaviour::Advertise(_) => None,
         Behaviour::Unavailable => {
             Some(HttpResponse::ServiceUnavailable().body("issuer unavailable"))
         }
@@ -259,10 +264,10 @@ async fn discovery(state: web::Data<State>) -> HttpResponse {
     }
     let behaviour = state.behaviour();
     let url = &state.url;
-    let issuer = if behaviour == Behaviour::WrongIssuer {
-        format!("{url}-impostor")
-    } else {
-        url.clone()
+    let issuer = match &behaviour {
+        Behaviour::WrongIssuer => format!("{url}-impostor"),
+        Behaviour::Advertise(iss) => iss.clone(),
+        _ => url.clone(),
     };
     let mut doc = discovery_document(url, &issuer);
     if let Behaviour::JwksUri(uri) = behaviour {

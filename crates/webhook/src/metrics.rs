@@ -28,6 +28,11 @@ pub struct Metrics {
     pub(crate) start_time: Gauge,
     pub(crate) tls_cert_expiry: Gauge,
     pub(crate) tls_cert_expiry_errors: IntCounter,
+    pub(crate) issuer_keys_source: IntGaugeVec,
+    pub(crate) issuer_keys_age: GaugeVec,
+    pub(crate) issuer_required: IntGaugeVec,
+    pub(crate) key_snapshot_loads: IntCounterVec,
+    pub(crate) key_snapshot_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -176,6 +181,46 @@ impl Metrics {
                 "Times the serving certificate's expiry could not be read; the expiry gauge is NaN until it can.",
             )
             .expect("static metric definition"),
+            issuer_keys_source: IntGaugeVec::new(
+                Opts::new(
+                    "authn_webhook_issuer_keys_source",
+                    "1 for where an issuer's keys in use come from (source: fetched, snapshot from state_dir, static files, none), 0 for the others.",
+                ),
+                &["issuer", "source"],
+            )
+            .expect("static metric definition"),
+            issuer_keys_age: GaugeVec::new(
+                Opts::new(
+                    "authn_webhook_issuer_keys_age_seconds",
+                    "Seconds since an issuer's keys in use were fetched (also for keys read from state_dir); absent before a first good fetch and for static keys.",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            issuer_required: IntGaugeVec::new(
+                Opts::new(
+                    "authn_webhook_issuer_required",
+                    "1 for an issuer marked required: /readyz is 503 while it has no usable keys.",
+                ),
+                &["issuer"],
+            )
+            .expect("static metric definition"),
+            key_snapshot_loads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_key_snapshot_loads_total",
+                    "Reads of an issuer's saved keys (state_dir) after its first fetch failed, by result (loaded, missing, checksum_mismatch, corrupt, issuer_mismatch, too_old, ...).",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("static metric definition"),
+            key_snapshot_writes: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_key_snapshot_writes_total",
+                    "Writes of an issuer's last good keys to state_dir, by result (success, error).",
+                ),
+                &["issuer", "result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -198,6 +243,11 @@ impl Metrics {
             Box::new(m.start_time.clone()),
             Box::new(m.tls_cert_expiry.clone()),
             Box::new(m.tls_cert_expiry_errors.clone()),
+            Box::new(m.issuer_keys_source.clone()),
+            Box::new(m.issuer_keys_age.clone()),
+            Box::new(m.issuer_required.clone()),
+            Box::new(m.key_snapshot_loads.clone()),
+            Box::new(m.key_snapshot_writes.clone()),
         ];
         for c in collectors {
             m.registry

@@ -26,6 +26,8 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// `state_dir`, checked to be a directory.
+    pub(crate) state_dir: Option<std::path::PathBuf>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
@@ -185,6 +187,23 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
     {
         problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
     }
+    if let Some(dir) = &config.state_dir {
+        let field = FieldPath::at("state_dir");
+        let parent_is_dir = || dir.parent().is_some_and(Path::is_dir);
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => problems.add(&field, format!("{} is not a directory", dir.display())),
+            // serve creates it (mode 0700) in a directory that exists.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && parent_is_dir() => {}
+            Err(e) => problems.add(
+                &field,
+                format!(
+                    "cannot use {}: {e}; create it (an emptyDir or a small volume, writable by the webhook only)",
+                    dir.display()
+                ),
+            ),
+        }
+    }
     let mut warnings = config.warnings;
     let issuers = config
         .issuers
@@ -196,6 +215,7 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        state_dir: config.state_dir,
         warnings,
         files: FilesRead::default(),
     }

@@ -29,6 +29,9 @@ pub struct Config {
     pub(crate) telemetry: Telemetry,
     pub(crate) cache: Cache,
     pub(crate) issuers: Vec<Issuer>,
+    /// Where each fetching issuer's last good keys are written, and read
+    /// back at start when the issuer cannot be reached (absolute).
+    pub(crate) state_dir: Option<PathBuf>,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
@@ -119,6 +122,9 @@ pub struct Issuer {
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
     pub(crate) certificate_authority_file: Option<PathBuf>,
     pub(crate) remote: Option<RemoteKeys>,
+    /// `/readyz` is 503 while this issuer has no usable keys; otherwise it
+    /// only reports the issuer's state.
+    pub(crate) required: bool,
     /// Where the issuer is in the file, for problems found when its files
     /// are read.
     pub(crate) field: FieldPath,
@@ -143,15 +149,38 @@ pub(crate) struct RemoteKeys {
     /// reached.
     pub(crate) max_key_age: Duration,
     /// Hosts the JWKS may be fetched from (lower case, as `Url::host_str`
-    /// writes them): the issuer's own, then `jwks_hosts`.
+    /// writes them): the issuer's own, `discovery_url`'s, then `jwks_hosts`.
     pub(crate) jwks_hosts: Vec<String>,
+    /// `proxy_url`: every fetch of this issuer goes through it. Without it,
+    /// the environment's `HTTPS_PROXY`/`ALL_PROXY` and `NO_PROXY` decide.
+    pub(crate) proxy: Option<ProxyUrl>,
+}
+
+/// A proxy URL, which may carry `user:password@`: never shown whole.
+#[derive(Clone)]
+pub(crate) struct ProxyUrl(pub(crate) String);
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+                write!(f, "ProxyUrl({u})")
+            }
+            Ok(u) => write!(f, "ProxyUrl({u})"),
+            Err(_) => f.write_str("ProxyUrl(..)"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RemoteSource {
-    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    /// OIDC discovery at `url`: `<issuer>/.well-known/openid-configuration`,
+    /// or `discovery_url`. The document must name `issuer` either way.
     Discovery {
         issuer: String,
+        url: String,
     },
     Jwks {
         url: String,
@@ -177,6 +206,18 @@ const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
 const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+impl RemoteSource {
+    /// The URL the issuer's keys are known by: the issuer's for discovery
+    /// (whatever `discovery_url` says), the JWKS URL otherwise. A saved key
+    /// set must name it.
+    pub(crate) fn identity(&self) -> &str {
+        match self {
+            RemoteSource::Discovery { issuer, .. } => issuer,
+            RemoteSource::Jwks { url } => url,
+        }
+    }
+}
 
 impl Config {
     /// Parses and validates config text as if it had been read from `path`
@@ -325,11 +366,21 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, r)| self.issuer(i, r))
             .collect();
+        let state_dir = raw.state_dir.as_deref().map(|p| self.path(p));
+        if let Some(dir) = &state_dir
+            && dir.as_os_str().is_empty()
+        {
+            self.problem(
+                &FieldPath::at("state_dir"),
+                "must not be empty; leave it out instead",
+            );
+        }
         Config {
             server,
             telemetry,
             cache,
             issuers,
+            state_dir,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -591,14 +642,29 @@ impl Validator {
                         "keys is for efa issuers; an oidc issuer gets its keys by discovery, or from jwks_url",
                     );
                 }
+                if raw.jwks_url.is_some() && raw.discovery_url.is_some() {
+                    self.problem(
+                        &at.field("discovery_url"),
+                        "set jwks_url or discovery_url, not both: with jwks_url no discovery document is read",
+                    );
+                }
                 let source = match (&raw.jwks_url, &url) {
                     (Some(j), _) => Some(RemoteSource::Jwks { url: j.clone() }),
-                    (None, Some(u)) => Some(RemoteSource::Discovery { issuer: u.clone() }),
+                    (None, Some(u)) => Some(RemoteSource::Discovery {
+                        issuer: u.clone(),
+                        url: self.discovery_url(&at, u, raw.discovery_url.as_deref()),
+                    }),
                     (None, None) => None,
                 };
                 (KeyFiles::default(), source)
             }
             IssuerKind::Efa => {
+                if raw.discovery_url.is_some() {
+                    self.problem(
+                        &at.field("discovery_url"),
+                        "is for oidc issuers: an efa issuer's keys come from keys (public_key_files, jwks_url or hmac_secret_file)",
+                    );
+                }
                 if raw.jwks_url.is_some() {
                     self.problem(
                         &at.field("jwks_url"),
@@ -618,6 +684,10 @@ impl Validator {
         }
         let jwks_hosts =
             self.jwks_hosts(&at, kind, url_host, raw.jwks_hosts, remote_source.as_ref());
+        let proxy = raw
+            .proxy_url
+            .as_deref()
+            .and_then(|p| self.proxy_url(&at.field("proxy_url"), p, remote_source.is_some()));
 
         let algorithms = self.algorithms(&at, kind, raw.algorithms);
         let key_problems = self.problems.any_under(&at.field("keys"));
@@ -703,6 +773,7 @@ impl Validator {
             claims,
             keys,
             certificate_authority_file,
+            required: raw.required.unwrap_or(false),
             field: at,
             remote: remote_source.map(|source| RemoteKeys {
                 source,
@@ -711,6 +782,7 @@ impl Validator {
                 max_response_bytes: MAX_JWKS_BYTES,
                 max_key_age,
                 jwks_hosts,
+                proxy,
             }),
         })
     }
@@ -748,6 +820,16 @@ impl Validator {
             .or_else(|| configured.clone())
             .into_iter()
             .collect();
+        // The operator named the discovery document's host: a jwks_uri
+        // there (an in-cluster Dex Service) is as trusted as the issuer's.
+        if let Some(RemoteSource::Discovery { url, .. }) = source
+            && let Some(h) = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            && !hosts.contains(&h)
+        {
+            hosts.push(h);
+        }
         for entry in raw.unwrap_or_default() {
             let host = entry.trim();
             let parsed = (!host.is_empty() && !host.contains(['/', '@', '?', '#', ' ']))
@@ -778,6 +860,88 @@ impl Validator {
             self.problem(&jwks_field, why);
         }
         hosts
+    }
+
+    /// The discovery document's URL: `discovery_url` as written (like the
+    /// kube-apiserver's `discoveryURL`, the path is not appended to), or
+    /// `<url>/.well-known/openid-configuration`.
+    fn discovery_url(&mut self, at: &FieldPath, issuer: &str, raw: Option<&str>) -> String {
+        let default = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let Some(written) = raw.map(str::trim) else {
+            return default;
+        };
+        let field = at.field("discovery_url");
+        match reqwest::Url::parse(written) {
+            Ok(u) if u.scheme() != "https" => {
+                self.problem(&field, format!("{written:?} must start with https://"))
+            }
+            Ok(u) if u.host_str().is_none() => {
+                self.problem(&field, format!("{written:?} names no host"))
+            }
+            Ok(u) if u.host_str().is_some_and(remote::host_is_link_local) => self.problem(
+                &field,
+                format!("{written:?} is a link-local address: keys are never fetched from one"),
+            ),
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => self.problem(
+                &field,
+                "must not carry credentials (user:password@); the discovery document is public",
+            ),
+            Ok(_) if written.trim_end_matches('/') == issuer.trim_end_matches('/') => self.problem(
+                &field,
+                "is the issuer url itself: give the full URL of the discovery document (ending in /.well-known/openid-configuration), or leave discovery_url out",
+            ),
+            Ok(_) => {}
+            Err(e) => self.problem(
+                &field,
+                format!("{written:?} is not a URL ({e}); write it like https://dex.dex.svc:5556/dex/.well-known/openid-configuration"),
+            ),
+        }
+        written.to_owned()
+    }
+
+    /// `proxy_url`: an http:// or https:// proxy URL without a path; its
+    /// `user:password@`, if any, is passed to the proxy and never logged.
+    fn proxy_url(&mut self, field: &FieldPath, written: &str, fetches: bool) -> Option<ProxyUrl> {
+        if !fetches {
+            self.problem(
+                field,
+                "applies to keys fetched from the issuer (discovery or a JWKS URL); this issuer fetches none",
+            );
+            return None;
+        }
+        let written = written.trim();
+        let parsed = match reqwest::Url::parse(written) {
+            Ok(u) => u,
+            Err(e) => {
+                self.problem(
+                    field,
+                    format!("not a URL ({e}); write it like http://proxy.example.com:3128"),
+                );
+                return None;
+            }
+        };
+        let why = if !matches!(parsed.scheme(), "http" | "https") {
+            Some("must start with http:// or https:// (an HTTP proxy that takes CONNECT)")
+        } else if parsed.host_str().is_none() {
+            Some("names no host")
+        } else if !matches!(parsed.path(), "" | "/")
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            Some("must be scheme://host:port only, without a path or query")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                self.problem(field, why);
+                None
+            }
+            None => Some(ProxyUrl(written.to_owned())),
+        }
     }
 
     fn efa_keys(
@@ -1103,6 +1267,18 @@ mod tests {
         for p in ["", "efa:", "oidc:", "systems:", "x-system:"] {
             assert!(!could_make_system_name(p), "{p}");
         }
+    }
+
+    #[test]
+    fn a_proxy_password_is_never_shown() {
+        let shown = format!("{:?}", ProxyUrl("http://u:pw-1234@proxy.corp:3128".into()));
+        assert!(
+            !shown.contains("pw-1234") && !shown.contains("u:"),
+            "{shown}"
+        );
+        assert!(shown.contains("proxy.corp:3128"), "{shown}");
+        let plain = format!("{:?}", ProxyUrl("http://proxy.corp:3128".into()));
+        assert_eq!(plain, "ProxyUrl(http://proxy.corp:3128/)");
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub(crate) issuers: Vec<Issuer>,
     /// Default for every issuer's `max_key_age`.
     pub(crate) max_key_age: Option<String>,
+    /// Where fetched issuers' last good keys are kept across restarts.
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +84,13 @@ pub(crate) struct Issuer {
     pub(crate) allow_shared_identities: Option<bool>,
     /// `email_verified: "true"` (a string) counts as verified.
     pub(crate) email_verified_accepts_string: Option<bool>,
+    /// `/readyz` is 503 while this issuer has no usable keys.
+    pub(crate) required: Option<bool>,
+    /// The HTTPS proxy this issuer's fetches go through.
+    pub(crate) proxy_url: Option<String>,
+    /// Where the discovery document is fetched from instead of
+    /// `<url>/.well-known/openid-configuration`.
+    pub(crate) discovery_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

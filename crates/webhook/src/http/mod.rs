@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::keys::remote::ClientError;
+use crate::keys::remote::{ClientError, KeysSource};
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::reload::{ConfigWatcher, Live, RefreshLoops};
@@ -63,6 +63,11 @@ pub enum StartError {
     Issuer(#[from] ClientError),
     #[error("cannot watch the config for changes: {0}")]
     Watch(std::io::Error),
+    #[error("state_dir: cannot create {path}: {source}")]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Running {
@@ -83,6 +88,9 @@ pub struct Running {
 /// multi-thread tokio runtime.
 pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartError> {
     let runtime = tokio::runtime::Handle::current();
+    if let Some(dir) = &config.state_dir {
+        create_state_dir(dir)?;
+    }
     let reviewer = Reviewer::from_config(config, clock.clone(), &runtime)?;
     let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
     let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
@@ -197,6 +205,21 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
     })
 }
 
+/// `state_dir` when it does not exist yet (check-config made sure its parent
+/// does): readable by the webhook only, as the keys are its trust.
+fn create_state_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| StartError::StateDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
 fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
@@ -207,11 +230,14 @@ fn local_addr(l: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartErro
 }
 
 impl Running {
-    /// True once every issuer has usable keys.
+    /// True once every issuer has usable keys: more than `/readyz` asks,
+    /// which only waits for the `required` ones.
     pub(crate) fn ready(&self) -> bool {
-        readiness(&self.state).ready
+        !self.state.draining.load(Ordering::SeqCst)
+            && issuer_states(&self.state).iter().all(|i| i.ready)
     }
 
+    /// Whether every issuer has usable keys within `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         while tokio::time::Instant::now() < deadline {
@@ -435,6 +461,22 @@ async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
             .with_label_values(&[&issuer.name])
             .set(issuer.key_count() as i64);
     }
+    for i in issuer_states(&state) {
+        for s in KeysSource::ALL {
+            m.issuer_keys_source
+                .with_label_values(&[&i.name, s.as_str()])
+                .set(i64::from(s.as_str() == i.source));
+        }
+        match i.key_age_seconds {
+            Some(age) => m
+                .issuer_keys_age
+                .with_label_values(&[&i.name])
+                .set(age as f64),
+            None => {
+                let _ = m.issuer_keys_age.remove_label_values(&[&i.name]);
+            }
+        }
+    }
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
         .body(m.encode())
@@ -444,8 +486,10 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().body("ok\n")
 }
 
+/// The body of `/readyz`.
 #[derive(Serialize)]
 pub(crate) struct Readiness {
+    /// Serving, not draining, and every `required` issuer has usable keys.
     pub(crate) ready: bool,
     pub(crate) draining: bool,
     pub(crate) issuers: Vec<IssuerState>,
@@ -455,33 +499,57 @@ pub(crate) struct Readiness {
 pub(crate) struct IssuerState {
     pub(crate) name: String,
     pub(crate) kind: &'static str,
+    /// Whether readiness waits for this issuer's keys.
+    pub(crate) required: bool,
+    /// Whether it has usable keys: its tokens can be checked.
     pub(crate) ready: bool,
+    /// Usable keys.
     pub(crate) keys: usize,
-    /// Seconds since the last good fetch (absent for static keys or before one).
+    /// Where the keys come from: fetched, snapshot (state_dir), static, none.
+    pub(crate) source: &'static str,
+    /// Seconds since the keys in use were fetched (absent for static keys
+    /// or before a first good fetch); for a snapshot, since the run that
+    /// saved it fetched them.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) last_fetch_age_seconds: Option<u64>,
+    pub(crate) key_age_seconds: Option<u64>,
+    /// The last fetch's failure (also while a snapshot or the last good keys
+    /// are in use).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) last_error: Option<String>,
 }
 
-pub(crate) fn readiness(state: &AppState) -> Readiness {
+/// Every issuer's state at the clock's `now`.
+pub(crate) fn issuer_states(state: &AppState) -> Vec<IssuerState> {
     let now = state.clock.now();
-    let live = state.live.load();
-    let issuers: Vec<IssuerState> = live
+    state
+        .live
+        .load()
         .reviewer
         .verifier
         .issuers()
         .iter()
         .map(|i| {
             let snap = i.remote.as_ref().map(|r| r.snapshot());
-            let keys = i.key_count();
+            let keys = i.usable_key_count(now);
+            let remote_source = snap
+                .as_ref()
+                .map(|s| s.source)
+                .filter(|s| *s != KeysSource::None);
+            let source = match remote_source {
+                Some(s) => s,
+                None if keys > 0 => KeysSource::Static,
+                None => KeysSource::None,
+            };
             IssuerState {
                 name: i.name.to_string(),
                 kind: i.kind.as_str(),
+                required: i.required,
                 ready: keys > 0,
                 keys,
-                last_fetch_age_seconds: snap
+                source: source.as_str(),
+                key_age_seconds: snap
                     .as_ref()
+                    .filter(|_| remote_source.is_some())
                     .and_then(|s| s.last_success)
                     .map(|t| now.saturating_sub(t)),
                 last_error: snap
@@ -490,10 +558,17 @@ pub(crate) fn readiness(state: &AppState) -> Readiness {
                     .map(|e| e.to_string()),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Ready once the config is loaded and the listener serves (this runs on
+/// it), unless draining or an issuer marked `required` has no usable keys:
+/// an issuer that is down makes only its own tokens "could not check".
+pub(crate) fn readiness(state: &AppState) -> Readiness {
+    let issuers = issuer_states(state);
     let draining = state.draining.load(Ordering::SeqCst);
     Readiness {
-        ready: !draining && issuers.iter().all(|i| i.ready),
+        ready: !draining && issuers.iter().all(|i| i.ready || !i.required),
         draining,
         issuers,
     }

@@ -4,6 +4,7 @@
 
 mod points;
 pub(crate) mod remote;
+mod saved;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -312,6 +313,11 @@ impl KeySet {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Keys that may still verify at `now`.
+    pub(crate) fn usable_count(&self, now: u64) -> usize {
+        self.iter().filter(|k| k.usable_at(now)).count()
     }
 
     /// The keys a token with this `kid` and `alg` may be checked against. A

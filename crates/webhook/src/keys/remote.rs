@@ -9,6 +9,7 @@
 //! the background.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
 use tokio::sync::{Mutex, Notify};
 
 use crate::config::{RemoteKeys as RemoteConfig, RemoteSource};
-use crate::keys::{self, KeyError, KeySet};
+use crate::keys::{self, KeyError, KeySet, saved};
 use crate::metrics::Metrics;
 use kube_authn_common::clock::Clock;
 use kube_authn_common::error_chain;
@@ -79,14 +80,48 @@ impl FetchError {
     }
 }
 
+/// Where an issuer's keys in use came from.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeysSource {
+    /// None yet.
+    #[default]
+    None,
+    /// Files the config names.
+    Static,
+    /// The issuer, in this process.
+    Fetched,
+    /// `state_dir`: saved by an earlier run, the issuer not reached since.
+    Snapshot,
+}
+
+impl KeysSource {
+    pub(crate) const ALL: [KeysSource; 4] = [
+        KeysSource::None,
+        KeysSource::Static,
+        KeysSource::Fetched,
+        KeysSource::Snapshot,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            KeysSource::None => "none",
+            KeysSource::Static => "static",
+            KeysSource::Fetched => "fetched",
+            KeysSource::Snapshot => "snapshot",
+        }
+    }
+}
+
 /// What requests read: swapped whole after every fetch attempt.
 #[derive(Debug, Default)]
 pub(crate) struct Snapshot {
     pub(crate) keys: KeySet,
+    /// Where `keys` came from.
+    pub(crate) source: KeysSource,
     /// Fetch attempts so far, good or bad.
     pub(crate) attempts: u64,
     /// Clock time (Unix seconds) of the last fetch that got a key set (which
-    /// may have had no usable key).
+    /// may have had no usable key); for saved keys, when they were fetched.
     pub(crate) last_success: Option<u64>,
     /// The last attempt's failure, or `NoUsableKeys` when the issuer's key
     /// set had no usable key.
@@ -100,6 +135,11 @@ struct FetchState {
     /// From discovery; forgotten when the JWKS URL stops answering, so the next
     /// fetch discovers again.
     jwks_uri: Option<String>,
+    /// The discovery document `jwks_uri` came from, to save with the keys.
+    discovery: Option<serde_json::Value>,
+    /// Saved keys are looked at once: after the first fetch fails, before
+    /// any fetch has succeeded.
+    saved_tried: bool,
 }
 
 /// The HTTPS client for an issuer cannot be set up.
@@ -129,9 +169,20 @@ pub struct RemoteKeys {
     /// flag says whether a fetch is still wanted when it gets there).
     wanted: Notify,
     fetch_wanted: AtomicBool,
+    /// `<state_dir>/<issuer>.keys.json`, with `state_dir`.
+    saved_at: Option<PathBuf>,
+}
+
+/// The proxy the environment names for HTTPS (`https_proxy`, `HTTPS_PROXY`,
+/// `all_proxy`, `ALL_PROXY`: the first set and not empty), as `get` reads it.
+pub(crate) fn env_proxy(get: impl Fn(&str) -> Option<String>) -> Option<String> {
+    ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"]
+        .into_iter()
+        .find_map(|k| get(k).filter(|v| !v.trim().is_empty()))
 }
 
 impl RemoteKeys {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         issuer: Arc<str>,
         cfg: RemoteConfig,
@@ -139,15 +190,34 @@ impl RemoteKeys {
         metrics: Arc<Metrics>,
         clock: Clock,
         runtime: tokio::runtime::Handle,
+        state_dir: Option<&std::path::Path>,
     ) -> Result<RemoteKeys, ClientError> {
+        // The timeouts bound a proxy's CONNECT too: it is part of connecting.
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.fetch_timeout)
             .connect_timeout(cfg.fetch_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .https_only(true)
+            // No proxy reqwest would find by itself; the one chosen here.
             .no_proxy()
             .dns_resolver(NoLinkLocal)
             .user_agent(concat!("kube-authn-webhook/", env!("CARGO_PKG_VERSION")));
+        let proxy_error = |source| ClientError {
+            issuer: issuer.clone(),
+            what: "bad proxy URL",
+            source,
+        };
+        // proxy_url is the operator's word for this issuer; otherwise the
+        // environment's proxy, which NO_PROXY can bypass.
+        if let Some(p) = &cfg.proxy {
+            builder = builder.proxy(reqwest::Proxy::all(p.0.as_str()).map_err(proxy_error)?);
+        } else if let Some(p) = env_proxy(|k| std::env::var(k).ok()) {
+            builder = builder.proxy(
+                reqwest::Proxy::all(p.as_str())
+                    .map_err(proxy_error)?
+                    .no_proxy(reqwest::NoProxy::from_env()),
+            );
+        }
         if let Some(pem) = ca_pem {
             let certs =
                 reqwest::Certificate::from_pem_bundle(pem).map_err(|source| ClientError {
@@ -171,14 +241,17 @@ impl RemoteKeys {
             .with_label_values(&[&issuer])
             .set(0);
         Ok(RemoteKeys {
-            issuer,
             cfg,
             client,
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             fetch: Mutex::new(FetchState {
                 last_kid_fetch: None,
                 jwks_uri: None,
+                discovery: None,
+                saved_tried: false,
             }),
+            saved_at: state_dir.map(|d| saved::path_for(d, &issuer)),
+            issuer,
             metrics,
             clock,
             runtime,
@@ -306,6 +379,10 @@ impl RemoteKeys {
                     .jwks_skipped_keys
                     .with_label_values(&[issuer])
                     .set(fetched.skipped.len() as i64);
+                if fetched.discovery.is_some() {
+                    st.discovery = fetched.discovery.clone();
+                }
+                self.save(&fetched, st.discovery.as_ref(), now).await;
                 st.jwks_uri = Some(fetched.jwks_uri);
                 let max_age = self.cfg.max_key_age.as_secs();
                 let (keys, withdrawn) = previous
@@ -328,6 +405,7 @@ impl RemoteKeys {
                 }
                 self.snapshot.store(Arc::new(Snapshot {
                     keys,
+                    source: KeysSource::Fetched,
                     attempts: previous.attempts + 1,
                     last_success: Some(now),
                     last_error: none_usable,
@@ -352,6 +430,23 @@ impl RemoteKeys {
                 if matches!(e, FetchError::Status { .. }) {
                     st.jwks_uri = None;
                 }
+                if previous.last_success.is_none() && !st.saved_tried && e.is_outage() {
+                    st.saved_tried = true;
+                    if let Some(snap) = self.load_saved(&previous, &e, now) {
+                        self.snapshot.store(Arc::new(snap));
+                        self.metrics
+                            .jwks_fetches
+                            .with_label_values(&[issuer, e.metric_label()])
+                            .inc();
+                        tracing::warn!(
+                            issuer,
+                            error = %e,
+                            result = e.metric_label(),
+                            "fetching issuer keys failed; using the keys saved in state_dir"
+                        );
+                        return Err(e);
+                    }
+                }
                 // Past max_key_age the last good keys go: tokens they signed
                 // can no longer be checked (reviews check each key's age
                 // themselves; this keeps the key count and /readyz honest).
@@ -371,8 +466,14 @@ impl RemoteKeys {
                     previous.keys.clone()
                 };
                 let keeping = keys.len();
+                let source = if keys.is_empty() {
+                    KeysSource::None
+                } else {
+                    previous.source
+                };
                 self.snapshot.store(Arc::new(Snapshot {
                     keys,
+                    source,
                     attempts: previous.attempts + 1,
                     last_success: previous.last_success,
                     last_error: Some(e.clone()),
@@ -391,6 +492,124 @@ impl RemoteKeys {
                 Err(e)
             }
         }
+    }
+
+    /// Writes the key set just fetched to `state_dir` (when configured). A
+    /// failure is logged and counted; the keys are used all the same.
+    async fn save(&self, fetched: &Fetched, discovery: Option<&serde_json::Value>, now: u64) {
+        let Some(path) = self.saved_at.clone() else {
+            return;
+        };
+        let url = self.cfg.source.identity().to_owned();
+        let jwks_uri = fetched.jwks_uri.clone();
+        let discovery = discovery.cloned();
+        let body = fetched.body.clone();
+        let result = self
+            .runtime
+            .spawn_blocking(move || {
+                saved::save(&path, &url, now, &jwks_uri, discovery.as_ref(), &body)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the writing task failed: {e}")));
+        let issuer = &*self.issuer;
+        let label = match &result {
+            Ok(()) => "success",
+            Err(e) => {
+                tracing::warn!(issuer, error = %e, "cannot save the issuer's keys in state_dir");
+                "error"
+            }
+        };
+        self.metrics
+            .key_snapshot_writes
+            .with_label_values(&[issuer, label])
+            .inc();
+    }
+
+    /// The keys an earlier run saved, as the key set to use while the
+    /// issuer cannot be reached: only if intact, for this issuer, younger
+    /// than `max_key_age`, and still passing every check a fetched key set
+    /// does. Each key is trusted until `max_key_age` after its fetch.
+    fn load_saved(&self, previous: &Snapshot, error: &FetchError, now: u64) -> Option<Snapshot> {
+        let path = self.saved_at.as_deref()?;
+        let issuer = &*self.issuer;
+        let url = self.cfg.source.identity();
+        let count = |label: &str| {
+            self.metrics
+                .key_snapshot_loads
+                .with_label_values(&[issuer, label])
+                .inc();
+        };
+        let ignored = |why: &dyn std::fmt::Display, label: &str| {
+            count(label);
+            tracing::warn!(
+                issuer,
+                path = %path.display(),
+                reason = label,
+                "ignoring the keys saved in state_dir: {why}"
+            );
+        };
+        let saved = match saved::load(path, url, now, self.cfg.max_key_age) {
+            Ok(s) => s,
+            Err(saved::LoadError::Missing) => {
+                count("missing");
+                tracing::info!(issuer, path = %path.display(), "no keys saved in state_dir for this issuer");
+                return None;
+            }
+            Err(e) => {
+                ignored(&e, e.metric_label());
+                return None;
+            }
+        };
+        if let Some(doc) = &saved.discovery
+            && doc.get("issuer").and_then(serde_json::Value::as_str) != Some(url)
+        {
+            ignored(
+                &"its discovery document names another issuer",
+                "issuer_mismatch",
+            );
+            return None;
+        }
+        if matches!(self.cfg.source, RemoteSource::Discovery { .. })
+            && let Some(why) = jwks_url_refused(&saved.jwks_uri, &self.cfg.jwks_hosts)
+        {
+            ignored(&format!("its jwks_uri {why}"), "jwks_uri_refused");
+            return None;
+        }
+        let keys = match keys::from_jwks(&saved.jwks) {
+            Ok((keys, _)) if !keys.is_empty() => keys,
+            Ok(_) => {
+                ignored(&"it holds no usable key", "no_usable_keys");
+                return None;
+            }
+            Err(e) => {
+                ignored(&e, "corrupt");
+                return None;
+            }
+        };
+        let max_age = self.cfg.max_key_age.as_secs();
+        let (keys, _) = previous
+            .keys
+            .refreshed(keys, saved.fetched_at.saturating_add(max_age));
+        count("loaded");
+        tracing::warn!(
+            issuer,
+            path = %path.display(),
+            keys = keys.len(),
+            age = %humantime::format_duration(Duration::from_secs(now.saturating_sub(saved.fetched_at))),
+            max_key_age = %humantime::format_duration(self.cfg.max_key_age),
+            "the issuer cannot be reached: using its keys saved in state_dir until it can, or until they are max_key_age old"
+        );
+        self.metrics
+            .jwks_last_success
+            .with_label_values(&[issuer])
+            .set(saved.fetched_at as f64);
+        Some(Snapshot {
+            keys,
+            source: KeysSource::Snapshot,
+            attempts: previous.attempts + 1,
+            last_success: Some(saved.fetched_at),
+            last_error: Some(error.clone()),
+        })
     }
 
     /// Keeps the key set fresh until the task is dropped: at the issuer's
@@ -524,6 +743,10 @@ struct Fetched {
     skipped: Vec<String>,
     jwks_uri: String,
     max_age: Option<Duration>,
+    /// The discovery document, when this fetch read one.
+    discovery: Option<serde_json::Value>,
+    /// The JWKS as served, to save (public keys only).
+    body: Vec<u8>,
 }
 
 async fn fetch_keys(
@@ -533,11 +756,12 @@ async fn fetch_keys(
     hosts: &[String],
     limits: Limits,
 ) -> Result<Fetched, FetchError> {
-    let jwks_uri = match (source, cached_uri) {
-        (RemoteSource::Jwks { url }, _) => url.clone(),
-        (RemoteSource::Discovery { .. }, Some(uri)) => uri,
-        (RemoteSource::Discovery { issuer }, None) => {
-            discover(client, issuer, hosts, limits).await?
+    let (jwks_uri, discovery) = match (source, cached_uri) {
+        (RemoteSource::Jwks { url }, _) => (url.clone(), None),
+        (RemoteSource::Discovery { .. }, Some(uri)) => (uri, None),
+        (RemoteSource::Discovery { issuer, url }, None) => {
+            let (uri, doc) = discover(client, issuer, url, hosts, limits).await?;
+            (uri, Some(doc))
         }
     };
     let (body, max_age) = get_bounded(client, &jwks_uri, limits).await?;
@@ -547,26 +771,29 @@ async fn fetch_keys(
         skipped,
         jwks_uri,
         max_age,
+        discovery,
+        body,
     })
 }
 
-/// Reads the discovery document and returns its `jwks_uri`, refusing a
-/// document that speaks for another issuer, and a `jwks_uri` elsewhere than
-/// on `hosts` (the issuer's own host and `jwks_hosts`) or on a link-local
-/// address.
+/// Reads the discovery document at `url` and returns its `jwks_uri` and the
+/// document, refusing a document that speaks for another issuer (wherever
+/// it was fetched from, it must name `issuer`, the tokens' `iss`), and a
+/// `jwks_uri` elsewhere than on `hosts` (the issuer's own host,
+/// `discovery_url`'s and `jwks_hosts`) or on a link-local address.
 async fn discover(
     client: &reqwest::Client,
     issuer: &str,
+    url: &str,
     hosts: &[String],
     limits: Limits,
-) -> Result<String, FetchError> {
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    let (body, _) = get_bounded(client, &url, limits).await?;
-    let metadata: Discovery = serde_json::from_slice(&body)
-        .map_err(|e| FetchError::Invalid(format!("{url}: not an OIDC discovery document: {e}")))?;
+) -> Result<(String, serde_json::Value), FetchError> {
+    let (body, _) = get_bounded(client, url, limits).await?;
+    let not_discovery = |e: serde_json::Error| {
+        FetchError::Invalid(format!("{url}: not an OIDC discovery document: {e}"))
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&body).map_err(not_discovery)?;
+    let metadata: Discovery = serde_json::from_value(doc.clone()).map_err(not_discovery)?;
     if metadata.issuer != issuer {
         return Err(FetchError::IssuerMismatch {
             expected: issuer.to_owned(),
@@ -577,7 +804,7 @@ async fn discover(
     if let Some(why) = jwks_url_refused(&jwks_uri, hosts) {
         return Err(FetchError::JwksUriRefused(format!("{url}: jwks_uri {why}")));
     }
-    Ok(jwks_uri)
+    Ok((jwks_uri, doc))
 }
 
 /// The OpenID Provider Metadata members OIDC Discovery 1.0 (section 3)
@@ -750,6 +977,35 @@ mod tests {
         drop(held);
         assert_eq!(count.load(Ordering::SeqCst), 0);
         assert!(Waiting::enter(&count).is_some());
+    }
+
+    /// The lower-case name first, as curl reads it; an empty value is unset.
+    #[test]
+    fn the_environment_proxy_is_the_first_set_https_or_all_proxy() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert_eq!(env_proxy(env(&[])), None);
+        assert_eq!(
+            env_proxy(env(&[
+                ("HTTPS_PROXY", "http://a:1"),
+                ("https_proxy", "http://b:2")
+            ])),
+            Some("http://b:2".to_owned())
+        );
+        assert_eq!(
+            env_proxy(env(&[("https_proxy", " "), ("ALL_PROXY", "http://c:3")])),
+            Some("http://c:3".to_owned())
+        );
+        assert_eq!(
+            env_proxy(env(&[("HTTP_PROXY", "http://d:4")])),
+            None,
+            "https only"
+        );
     }
 
     #[test]

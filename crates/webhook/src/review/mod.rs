@@ -81,7 +81,14 @@ impl Reviewer {
         runtime: &tokio::runtime::Handle,
     ) -> Result<Reviewer, ClientError> {
         let metrics = Arc::new(Metrics::new());
-        let verifier = Verifier::new(&config.issuers, None, &metrics, &clock, runtime)?;
+        let verifier = Verifier::new(
+            &config.issuers,
+            config.state_dir.as_deref(),
+            None,
+            &metrics,
+            &clock,
+            runtime,
+        )?;
         Ok(Reviewer {
             verifier,
             cache: TokenCache::new(&config.cache),
@@ -103,6 +110,7 @@ impl Reviewer {
     ) -> Result<Reviewer, ClientError> {
         let verifier = Verifier::new(
             &config.issuers,
+            config.state_dir.as_deref(),
             Some(&self.verifier),
             &self.metrics,
             &self.clock,

@@ -182,17 +182,21 @@ pub struct IssuerVerifier {
     /// Unique to this verifier in the process: cached verdicts carry it, and
     /// one whose verifier is gone (removed or changed by a reload) is a miss.
     pub(crate) generation: u64,
+    /// `/readyz` waits for this issuer's keys.
+    pub(crate) required: bool,
 }
 
-/// The name, fetch settings and CA bundle a `RemoteKeys` is built from: all
-/// that decides which keys it fetches and how.
+/// The name, fetch settings, CA bundle and `state_dir` a `RemoteKeys` is
+/// built from: all that decides which keys it fetches, how, and where it
+/// saves them (a new `state_dir` takes effect by building the key sets anew).
 fn remote_identity(
     name: &str,
     remote: &crate::config::RemoteKeys,
     ca_pem: Option<&[u8]>,
+    state_dir: Option<&std::path::Path>,
 ) -> prepare::FileHash {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(format!("{name}\0{remote:?}\0").as_bytes());
+    ctx.update(format!("{name}\0{remote:?}\0{state_dir:?}\0").as_bytes());
     if let Some(ca) = ca_pem {
         ctx.update(ca);
     }
@@ -210,6 +214,15 @@ impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
     pub(crate) fn key_count(&self) -> usize {
         self.static_keys.len() + self.remote.as_ref().map_or(0, |r| r.snapshot().keys.len())
+    }
+
+    /// Keys that may still verify at `now` (clock seconds).
+    pub(crate) fn usable_key_count(&self, now: u64) -> usize {
+        self.static_keys.usable_count(now)
+            + self
+                .remote
+                .as_ref()
+                .map_or(0, |r| r.snapshot().keys.usable_count(now))
     }
 
     /// The keys that may check a token with this kid and alg at `now`:
@@ -487,6 +500,7 @@ impl Verifier {
     /// keys, no fetch.
     pub(crate) fn new(
         issuers: &[prepare::Issuer],
+        state_dir: Option<&std::path::Path>,
         previous: Option<&Verifier>,
         metrics: &Arc<Metrics>,
         clock: &Clock,
@@ -503,20 +517,26 @@ impl Verifier {
                 }
                 None => without_iss = Some(i),
             }
+            let remote_identity = c
+                .remote
+                .as_ref()
+                .map(|r| remote_identity(&c.name, r, p.ca_pem.as_deref(), state_dir));
             if let Some(kept) = previous.and_then(|v| {
-                v.issuers
-                    .iter()
-                    .find(|old| old.identity == p.identity && *old.name == *c.name)
+                v.issuers.iter().find(|old| {
+                    old.identity == p.identity
+                        && *old.name == *c.name
+                        && old.remote_identity == remote_identity
+                })
             }) {
                 out.push(kept.clone());
                 continue;
             }
             let name: Arc<str> = Arc::from(c.name.as_str());
             metrics.register_issuer(&name);
-            let remote_identity = c
-                .remote
-                .as_ref()
-                .map(|r| remote_identity(&name, r, p.ca_pem.as_deref()));
+            metrics
+                .issuer_required
+                .with_label_values(&[&name])
+                .set(i64::from(c.required));
             let kept_remote = previous.and_then(|v| {
                 v.issuers
                     .iter()
@@ -532,6 +552,7 @@ impl Verifier {
                     metrics.clone(),
                     clock.clone(),
                     runtime.clone(),
+                    state_dir,
                 )?)),
                 (None, _) => None,
             };
@@ -558,6 +579,7 @@ impl Verifier {
                 remote_identity,
                 identity: p.identity,
                 generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+                required: c.required,
             }));
         }
         Ok(Verifier {

@@ -15,5 +15,6 @@ mod http;
 mod keys;
 mod lifecycle;
 mod packaging;
+mod readiness;
 mod reload;
 mod upstream;
