@@ -21,6 +21,8 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// The `openshift-oauth` issuer and the API server client config it uses.
+    pub(crate) openshift_oauth: Option<crate::oauth::Prepared>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
@@ -79,11 +81,15 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         .into_iter()
         .filter_map(|spec| issuer(spec, problems, &mut warnings))
         .collect();
+    let openshift_oauth = config
+        .openshift_oauth
+        .and_then(|spec| crate::oauth::Prepared::load(spec, problems));
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        openshift_oauth,
         warnings,
     }
 }

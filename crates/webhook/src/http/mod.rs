@@ -14,7 +14,6 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::review::{ApiError, Reviewer};
@@ -55,7 +54,7 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Issuer(#[from] ClientError),
+    Issuer(#[from] crate::review::SetupError),
 }
 
 pub struct Running {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use crate::config::UNMATCHED_ISSUER;
 use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
+use crate::oauth::{self, OAuthVerifier};
 use crate::prepare::Prepared;
 use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
-use crate::verify::{Identity, IssuerVerifier, Rejection, Verifier, VerifyError, jwt};
+use crate::verify::{Identity, IssuerVerifier, Rejection, Verified, Verifier, VerifyError, jwt};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
 
@@ -39,8 +40,19 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The issuers' clients cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Keys(#[from] ClientError),
+    #[error(transparent)]
+    OpenShiftOAuth(#[from] oauth::ClientError),
+}
+
 pub struct Reviewer {
     pub verifier: Verifier,
+    /// The openshift-oauth issuer: where `sha256~` tokens go, if configured.
+    pub(crate) oauth: Option<OAuthVerifier>,
     pub cache: TokenCache,
     pub metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
@@ -74,11 +86,16 @@ impl Reviewer {
         config: &Prepared,
         clock: Clock,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Reviewer, ClientError> {
+    ) -> Result<Reviewer, SetupError> {
         let metrics = Arc::new(Metrics::new());
         let verifier = Verifier::new(&config.issuers, &metrics, &clock, runtime)?;
+        let oauth = match &config.openshift_oauth {
+            Some(p) => Some(OAuthVerifier::new(p, &metrics, &clock, runtime)?),
+            None => None,
+        };
         Ok(Reviewer {
             verifier,
+            oauth,
             cache: TokenCache::new(&config.cache),
             metrics,
             clock,
@@ -223,11 +240,33 @@ impl Reviewer {
     /// either, and a flood of distinct ones (anyone can make them) would
     /// otherwise push real identities out of a full cache. The apiserver
     /// still caches the refusal on its side (no `status.error`).
+    ///
+    /// A `sha256~` token is an OpenShift OAuth access token, never a JWT: it
+    /// goes to the openshift-oauth issuer if there is one and looks like one
+    /// (a lookup on the API server, rate-limited, its verdict cached like a
+    /// JWT's), and is refused without a request otherwise.
     async fn decide(&self, token: &str, hash: &TokenHash, now: u64) -> (Lookup, Decided) {
         if let Some(verdict) = self.cache.get(hash, now).await {
             return (Lookup::Hit, Decided::Verdict(verdict));
         }
         let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r));
+        if let Some(rest) = token.strip_prefix(oauth::TOKEN_PREFIX) {
+            let Some(issuer) = self.oauth.as_ref().filter(|_| oauth::plausible(rest)) else {
+                return unrouted(Rejection::Malformed);
+            };
+            let check = async {
+                let deadline = self.request_timeout;
+                let result = tokio::time::timeout(deadline, issuer.verify(rest, now))
+                    .await
+                    .unwrap_or(Err(VerifyError::Timeout(deadline)));
+                settle(&issuer.name, result, hash)
+            };
+            let (lookup, result) = self.cache.verify_once(*hash, now, check).await;
+            return match result {
+                Ok(verdict) => (lookup, Decided::Verdict(verdict)),
+                Err(unchecked) => (lookup, Decided::Unchecked(unchecked)),
+            };
+        }
         let jwt = match jwt::split(token) {
             Ok(j) => j,
             Err(r) => return unrouted(r),
@@ -265,28 +304,37 @@ impl Reviewer {
         let result = tokio::time::timeout(deadline, issuer.verify(jwt, claims, now))
             .await
             .unwrap_or(Err(VerifyError::Timeout(deadline)));
-        let name = issuer.name.clone();
-        match result {
-            Ok(v) => {
-                if v.dropped_system_groups > 0 {
-                    tracing::warn!(
-                        issuer = &*name,
-                        dropped = v.dropped_system_groups,
-                        token = %fingerprint(hash),
-                        "left out groups that would start with system:"
-                    );
-                }
-                Ok(Verdict::Authenticated(Arc::new(v.identity)))
+        settle(&issuer.name, result, hash)
+    }
+}
+
+/// What a check came to, as the cache takes it: a verdict, or "could not
+/// check" (never cached).
+fn settle(
+    name: &Arc<str>,
+    result: Result<Verified, VerifyError>,
+    hash: &TokenHash,
+) -> Result<Verdict, Unchecked> {
+    match result {
+        Ok(v) => {
+            if v.dropped_system_groups > 0 {
+                tracing::warn!(
+                    issuer = &**name,
+                    dropped = v.dropped_system_groups,
+                    token = %fingerprint(hash),
+                    "left out groups that would start with system:"
+                );
             }
-            Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected {
-                issuer: Some(name),
-                rejection,
-            }),
-            Err(error) => Err(Unchecked {
-                issuer: name,
-                error,
-            }),
+            Ok(Verdict::Authenticated(Arc::new(v.identity)))
         }
+        Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected {
+            issuer: Some(name.clone()),
+            rejection,
+        }),
+        Err(error) => Err(Unchecked {
+            issuer: name.clone(),
+            error,
+        }),
     }
 }
 
