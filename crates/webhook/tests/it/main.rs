@@ -13,4 +13,5 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod oauth;
 mod upstream;
