@@ -364,7 +364,7 @@ async fn a_flood_of_random_tokens_makes_a_bounded_number_of_requests() {
         "one for the known token, four for the flood"
     );
     assert_eq!(api.request_count(), 3 + 4);
-    assert_eq!(reason_count(&h, "rate_limited").await, 9_996.0);
+    assert_eq!(reason_count(h, "rate_limited").await, 9_996.0);
 
     // The known token is cached: still answered, with no request.
     assert_eq!(h.review(&known).await["status"]["user"]["username"], "jane");
