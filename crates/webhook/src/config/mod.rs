@@ -1152,6 +1152,10 @@ impl Validator {
             |i: usize, iss: &raw::Issuer| FieldPath::at("issuers").index(i).named(iss.name.trim());
         for (j, later) in issuers.iter().enumerate() {
             for (i, earlier) in issuers.iter().enumerate().take(j) {
+                // Two of them is a problem of its own (`config`).
+                if earlier.kind == OPENSHIFT_OAUTH && later.kind == OPENSHIFT_OAUTH {
+                    continue;
+                }
                 for space in [Space::Users, Space::Groups] {
                     let (Some(a), Some(b)) = (prefix(earlier, space), prefix(later, space)) else {
                         continue;
@@ -1314,6 +1318,138 @@ mod tests {
         let c = Config::from_yaml(&text("max_key_age: 2d\n"), Path::new("c.yaml")).unwrap();
         assert_eq!(remote(&c, 0).max_key_age, Duration::from_secs(2 * 86_400));
         assert_eq!(remote(&c, 1).max_key_age, Duration::from_secs(3600));
+    }
+
+    fn oauth_config(issuers: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(
+            &format!("server: {{tls: {{cert_file: a, key_file: b}}}}\nissuers:\n{issuers}"),
+            Path::new("/etc/w/c.yaml"),
+        )
+    }
+
+    fn fields(err: &ConfigError) -> Vec<String> {
+        err.problems.iter().map(|p| p.field.to_string()).collect()
+    }
+
+    #[test]
+    fn an_openshift_oauth_issuer_has_its_defaults_and_relative_kubeconfig() {
+        let c =
+            oauth_config("  - {name: openshift, kind: openshift-oauth, kubeconfig: kc}\n").unwrap();
+        assert!(c.issuers.is_empty());
+        let o = c.openshift_oauth.unwrap();
+        assert_eq!(o.kubeconfig.as_deref(), Some(Path::new("/etc/w/kc")));
+        assert_eq!(o.positive_ttl, Duration::from_secs(30));
+        assert_eq!(o.api_timeout, Duration::from_secs(5));
+        assert_eq!(o.max_lookups_per_second, 50);
+        let c = oauth_config(
+            "  - {name: o, kind: openshift-oauth, positive_ttl: 10s, api_timeout: 2s, max_lookups_per_second: 7}\n",
+        )
+        .unwrap();
+        let o = c.openshift_oauth.unwrap();
+        assert_eq!(o.kubeconfig, None);
+        assert_eq!(
+            (o.positive_ttl, o.api_timeout, o.max_lookups_per_second),
+            (Duration::from_secs(10), Duration::from_secs(2), 7)
+        );
+    }
+
+    #[test]
+    fn jwt_settings_on_an_openshift_oauth_issuer_are_problems_naming_them() {
+        let err = oauth_config(
+            "  - name: o\n    kind: openshift-oauth\n    url: https://x\n    audiences: [k]\n    keys: {jwks_url: https://x/k}\n    claims: {}\n    algorithms: [RS256]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (o).url",
+                "issuers[0] (o).audiences",
+                "issuers[0] (o).algorithms",
+                "issuers[0] (o).keys",
+                "issuers[0] (o).claims"
+            ]
+        );
+        assert!(
+            err.to_string()
+                .contains("means nothing for an openshift-oauth issuer")
+        );
+    }
+
+    #[test]
+    fn openshift_oauth_settings_elsewhere_and_bad_values_are_problems() {
+        let err = oauth_config(
+            "  - name: dex\n    kind: oidc\n    url: https://d/dex\n    audiences: [k]\n    kubeconfig: kc\n    positive_ttl: 1m\n    claims: {username: {claim: email, prefix: \"\"}, groups: {claim: groups, prefix: \"\"}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (dex).kubeconfig",
+                "issuers[0] (dex).positive_ttl"
+            ]
+        );
+        let err = oauth_config(
+            "  - {name: o, kind: openshift-oauth, positive_ttl: 1h, api_timeout: 25s, max_lookups_per_second: 0}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (o).positive_ttl",
+                "issuers[0] (o).api_timeout",
+                "issuers[0] (o).max_lookups_per_second"
+            ]
+        );
+        // Within bounds, but not shorter than the whole review's deadline.
+        let err = Config::from_yaml(
+            "server: {tls: {cert_file: a, key_file: b}, request_timeout: 5s}\nissuers:\n  - {name: o, kind: openshift-oauth, api_timeout: 5s}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("shorter than server.request_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn at_most_one_openshift_oauth_issuer() {
+        let err = oauth_config(
+            "  - {name: a, kind: openshift-oauth}\n  - {name: b, kind: openshift-oauth}\n",
+        )
+        .unwrap_err();
+        assert_eq!(fields(&err), ["issuers[1] (b).kind"]);
+    }
+
+    /// Its names are OpenShift's, unprefixed: another issuer beside it must
+    /// say the names are shared, on both.
+    #[test]
+    fn openshift_names_overlap_every_other_issuer_unless_both_share() {
+        let dex = |shared: &str| {
+            format!(
+                "  - name: dex\n    kind: oidc\n    url: https://d/dex\n    audiences: [k]\n    claims: {{username: {{claim: email, prefix: \"dex:\"}}, groups: {{claim: groups, prefix: \"dex:\"}}}}\n{shared}"
+            )
+        };
+        let oauth = |shared: &str| format!("  - name: o\n    kind: openshift-oauth\n{shared}");
+        let yes = "    allow_shared_identities: true\n";
+        let err = oauth_config(&format!("{}{}", dex(""), oauth(""))).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[1] (o).allow_shared_identities",
+                "issuers[1] (o).allow_shared_identities"
+            ]
+        );
+        let err = oauth_config(&format!("{}{}", oauth(yes), dex(""))).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[1] (dex).claims.username.prefix",
+                "issuers[1] (dex).claims.groups.prefix"
+            ]
+        );
+        assert!(oauth_config(&format!("{}{}", dex(yes), oauth(yes))).is_ok());
     }
 
     #[test]

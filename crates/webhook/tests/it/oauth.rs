@@ -436,3 +436,62 @@ async fn without_the_issuer_a_sha256_token_is_refused_unlooked_at() {
         1.0
     );
 }
+
+/// The sidecar case: a kubeconfig file naming its CA and token files
+/// relative to itself, as kubectl reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_naming_files_beside_it_is_read_as_kubectl_reads_it() {
+    let ca = new_ca();
+    let api = OpenShiftApi::start(&ca).await;
+    let user = User::new("jane");
+    api.add_user(&user);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cluster")).unwrap();
+    write(&dir.path().join("cluster"), "api-ca.crt", &ca.cert_pem);
+    write(
+        &dir.path().join("cluster"),
+        "token",
+        kube_authn_testkit::openshift::SA_TOKEN,
+    );
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: \"{}\", certificate-authority: api-ca.crt}}\nusers:\n- name: u\n  user: {{tokenFile: token}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        api.url()
+    );
+    write(&dir.path().join("cluster"), "kubeconfig", kubeconfig);
+    let issuers =
+        "\n  - name: openshift\n    kind: openshift-oauth\n    kubeconfig: cluster/kubeconfig\n";
+    let h = Harness::start_in(dir, ca, issuers, Options::default()).await;
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&user, unix_now() - 60));
+    assert_eq!(h.review(&token).await["status"]["user"]["username"], "jane");
+    assert!(api.problems().is_empty(), "{:?}", api.problems());
+}
+
+/// check-config and serve find a kubeconfig they cannot use before any
+/// token arrives, by file and field.
+#[test]
+fn an_unusable_kubeconfig_is_a_config_problem_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "garbage", "clusters: 7\n");
+    for (kubeconfig, says) in [
+        ("nowhere", "cannot read it"),
+        ("garbage", "not a kubeconfig"),
+    ] {
+        let text = format!(
+            "server: {{tls: {{cert_file: a, key_file: b}}}}\nissuers:\n  - {{name: o, kind: openshift-oauth, kubeconfig: {kubeconfig}}}\n"
+        );
+        let path = dir.path().join("config.yaml");
+        let err = kube_authn_webhook::prepare::Prepared::from_yaml(&text, &path).unwrap_err();
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.field.to_string() == "issuers[0] (o).kubeconfig")
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            p.message
+                .contains(&*dir.path().join(kubeconfig).to_string_lossy()),
+            "{p:?}"
+        );
+        assert!(p.message.contains(says), "{p:?}");
+    }
+}
