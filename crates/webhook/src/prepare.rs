@@ -57,6 +57,11 @@ impl Prepared {
         problems.or_value(prepared, path)
     }
 
+    /// Every issuer, JWT and openshift-oauth alike.
+    pub fn issuer_count(&self) -> usize {
+        self.issuers.len() + usize::from(self.openshift_oauth.is_some())
+    }
+
     /// Logs the config's warnings, once, as `serve` starts.
     pub fn log_warnings(&self) {
         for w in &self.warnings {

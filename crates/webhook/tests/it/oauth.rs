@@ -103,7 +103,12 @@ async fn a_valid_token_is_its_user_with_groups_and_scopes() {
         assert!(!r.contains(rest), "the token went out: {r}");
     }
     assert!(api.problems().is_empty(), "{:?}", api.problems());
-    assert!(!logs().contains(rest), "the token reached the log");
+    let logs = logs();
+    assert!(!logs.contains(rest), "the token reached the log");
+    assert!(
+        !logs.contains(kube_authn_testkit::openshift::SA_TOKEN),
+        "the ServiceAccount token reached the log"
+    );
 
     // Cached: no new lookup.
     let again = h.review(&token).await;
