@@ -99,11 +99,12 @@ impl Prepared {
                 return None;
             }
         };
-        // Our deadline is api_timeout for the whole lookup; kube's own
-        // retries would spend it on one request and hide the failure.
+        // One deadline, api_timeout, bounds the whole lookup (`verify`), so
+        // a slow API server is always reported as that; kube's own retries
+        // would spend it on one request and hide the failure.
         client.connect_timeout = Some(spec.api_timeout);
-        client.read_timeout = Some(spec.api_timeout);
-        client.write_timeout = Some(spec.api_timeout);
+        client.read_timeout = None;
+        client.write_timeout = None;
         client.default_retry = false;
         Some(Prepared { spec, client })
     }
