@@ -500,3 +500,61 @@ fn an_unusable_kubeconfig_is_a_config_problem_naming_the_field() {
         assert!(p.message.contains(says), "{p:?}");
     }
 }
+
+/// deploy/openshift/clusterrole.yaml grants exactly what a lookup uses:
+/// every request the webhook made is allowed by a rule, and every rule was
+/// needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_role_grants_exactly_the_requests_a_lookup_makes() {
+    let (h, api, jane) = cluster("", Options::default()).await;
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&jane, unix_now() - 60));
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+
+    let used: std::collections::BTreeSet<(String, String, String)> = api
+        .requests()
+        .iter()
+        .map(|r| {
+            let line = r.lines().next().unwrap();
+            let path = line.strip_prefix("GET ").expect("only GETs");
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+            // /apis/<group>/v1/<resource>[/<name>]
+            assert_eq!((parts[0], parts[2]), ("apis", "v1"), "{line}");
+            let verb = match parts.len() {
+                5 => "get",
+                4 if !query.contains("watch") => "list",
+                _ => panic!("unexpected request {line}"),
+            };
+            (parts[1].to_owned(), parts[3].to_owned(), verb.to_owned())
+        })
+        .collect();
+
+    let role: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/openshift/clusterrole.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut granted = std::collections::BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        let strings = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        for g in strings("apiGroups") {
+            for r in strings("resources") {
+                for v in strings("verbs") {
+                    granted.insert((g.clone(), r.clone(), v));
+                }
+            }
+        }
+    }
+    assert_eq!(used, granted);
+}
