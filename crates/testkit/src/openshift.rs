@@ -110,6 +110,9 @@ struct State {
     requests: Mutex<Vec<String>>,
     problems: Mutex<Vec<String>>,
     down: AtomicBool,
+    /// The OpenShift APIs not served: 404 with a plain-text body, as for
+    /// any path the API server does not know.
+    unserved: AtomicBool,
     delay_ms: AtomicU64,
 }
 
@@ -223,6 +226,12 @@ impl OpenShiftApi {
         self.state.down.store(down, Ordering::SeqCst);
     }
 
+    /// Stop serving the OpenShift APIs (as a cluster without them), or serve
+    /// them again.
+    pub fn set_unserved(&self, unserved: bool) {
+        self.state.unserved.store(unserved, Ordering::SeqCst);
+    }
+
     /// Answer every request this late.
     pub fn set_delay(&self, delay: Duration) {
         self.state
@@ -276,8 +285,15 @@ fn status(code: u16, reason: &str, message: String) -> HttpResponse {
     HttpResponse::build(actix_web::http::StatusCode::from_u16(code).unwrap()).json(body)
 }
 
+/// The API server's answer for an object that does not exist: a Status
+/// naming it (`resource` is e.g. `oauthaccesstokens.oauth.openshift.io`).
 fn not_found(resource: &str, name: &str) -> HttpResponse {
-    status(404, "NotFound", format!("{resource} \"{name}\" not found"))
+    let (kind, group) = resource.split_once('.').unwrap_or((resource, ""));
+    HttpResponse::NotFound().json(json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("{resource} \"{name}\" not found"), "reason": "NotFound",
+        "details": {"name": name, "group": group, "kind": kind}, "code": 404
+    }))
 }
 
 fn query(req: &HttpRequest) -> BTreeMap<String, String> {
@@ -330,6 +346,11 @@ async fn route(req: HttpRequest, s: web::Data<State>) -> HttpResponse {
         ));
     }
     let path = req.uri().path().to_owned();
+    if s.unserved.load(Ordering::SeqCst) {
+        return HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body("404 page not found\n");
+    }
     if let Some(name) = path.strip_prefix("/apis/oauth.openshift.io/v1/oauthaccesstokens/") {
         return match lock(&s.tokens).get(name) {
             Some(obj) => HttpResponse::Ok().json(obj),

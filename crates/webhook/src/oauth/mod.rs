@@ -379,11 +379,8 @@ impl Lookup {
     /// is not being deleted, has not expired nor timed out; its user exists
     /// with the UID the token was issued to; then the user's groups.
     async fn run(self, name: &str, now: u64) -> Result<(Identity, usize), Failed> {
-        let token = self
-            .tokens
-            .get_opt(name)
-            .await
-            .map_err(api_error)?
+        let token = get_object(&self.tokens, name)
+            .await?
             .ok_or(Rejection::TokenNotFound)?;
         if token.metadata.deletion_timestamp.is_some() {
             return Err(Rejection::TokenBeingDeleted.into());
@@ -420,11 +417,8 @@ impl Lookup {
         if username.starts_with("system:") {
             return Err(Rejection::SystemUsername.into());
         }
-        let user = self
-            .users
-            .get_opt(username)
-            .await
-            .map_err(api_error)?
+        let user = get_object(&self.users, username)
+            .await?
             .ok_or(Rejection::UserNotFound)?;
         let uid = user.metadata.uid.unwrap_or_default();
         // A user deleted and created again under the same name is someone
@@ -495,6 +489,25 @@ impl Lookup {
             "more than {} groups: too many to list per lookup",
             GROUP_PAGE as usize * MAX_GROUP_PAGES
         )))
+    }
+}
+
+/// The object, or `None` when the API server says it does not exist: a
+/// NotFound `Status` naming it. Any other 404 (a path nobody serves, e.g.
+/// the OpenShift API missing) says nothing about the token and is "could not
+/// check", like every other failure.
+async fn get_object<K>(api: &Api<K>, name: &str) -> Result<Option<K>, Failed>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get(name).await {
+        Ok(object) => Ok(Some(object)),
+        Err(kube::Error::Api(s))
+            if s.reason == "NotFound" && s.details.as_ref().is_some_and(|d| d.name == name) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(api_error(e)),
     }
 }
 

@@ -286,6 +286,22 @@ async fn an_api_server_that_is_down_is_could_not_check_and_not_cached() {
     assert_eq!(h.review(&token).await["status"]["authenticated"], true);
 }
 
+/// A 404 that is not "no such object" (the OpenShift API not served) says
+/// nothing about the token: "could not check", never a refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_is_not_served_is_could_not_check() {
+    let (h, api, jane) = cluster("", Options::default()).await;
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&jane, unix_now() - 60));
+    api.set_unserved(true);
+    let answer = h.review(&token).await;
+    assert_unchecked(&answer);
+    let error = answer["status"]["error"].as_str().unwrap();
+    assert!(error.contains("404"), "{error}");
+    api.set_unserved(false);
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_server_is_could_not_check() {
     let ca = new_ca();
