@@ -332,6 +332,7 @@ impl OAuthVerifier {
         }
         let name = object_name(rest);
         let lookup = Lookup {
+            issuer: self.name.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
             groups: self.groups.clone(),
@@ -352,13 +353,7 @@ impl OAuthVerifier {
             what,
         };
         match task.await {
-            Ok(Ok((identity, dropped_system_groups))) => Ok(Verified {
-                identity: Identity {
-                    issuer: self.name.clone(),
-                    ..identity
-                },
-                dropped_system_groups,
-            }),
+            Ok(Ok(verified)) => Ok(verified),
             Ok(Err(Failed::Refused(r))) => Err(r.into()),
             Ok(Err(Failed::Unavailable(what))) => Err(unavailable(what)),
             Err(e) => Err(unavailable(format!("the lookup task failed: {e}"))),
@@ -368,6 +363,7 @@ impl OAuthVerifier {
 
 /// One lookup's handles, moved onto the runtime.
 struct Lookup {
+    issuer: Arc<str>,
     tokens: Api<OAuthAccessToken>,
     users: Api<User>,
     groups: Api<Group>,
@@ -378,7 +374,7 @@ impl Lookup {
     /// OpenShift's token validators, in its order: the token object exists,
     /// is not being deleted, has not expired nor timed out; its user exists
     /// with the UID the token was issued to; then the user's groups.
-    async fn run(self, name: &str, now: u64) -> Result<(Identity, usize), Failed> {
+    async fn run(self, name: &str, now: u64) -> Result<Verified, Failed> {
         let token = get_object(&self.tokens, name)
             .await?
             .ok_or(Rejection::TokenNotFound)?;
@@ -444,9 +440,9 @@ impl Lookup {
             .flatten()
             .map(|e| u64::try_from(e).unwrap_or(0))
             .fold(ttl_end, u64::min);
-        Ok((
-            Identity {
-                issuer: Arc::from(""),
+        Ok(Verified {
+            identity: Identity {
+                issuer: self.issuer,
                 user,
                 token_audiences: Vec::new(),
                 expires_at,
@@ -455,8 +451,8 @@ impl Lookup {
                 trust_implicit_audience: true,
                 key: None,
             },
-            dropped,
-        ))
+            dropped_system_groups: dropped,
+        })
     }
 
     /// The names of the groups that list `username`, sorted, without

@@ -681,3 +681,24 @@ async fn the_kube_apiservers_webhook_client_does_not_cache_a_rate_limited_answer
     assert_eq!(c["authenticated"], true, "{c}");
     assert_eq!(token_requests(&api), 2);
 }
+
+/// `system:authenticated:oauth` is the one `system:` name this issuer hands
+/// out: a Group named `system:...` is left out, a `system:` user refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_other_system_names_come_from_the_cluster() {
+    let (h, api, jane) = cluster("", Options::default()).await;
+    api.add_group("system:cluster-admins", &["jane"]);
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&jane, unix_now() - 60));
+    assert_eq!(
+        h.review(&token).await["status"]["user"]["groups"],
+        json!(["developers", "system:authenticated:oauth"])
+    );
+
+    let admin = User::new("system:admin");
+    api.add_user(&admin);
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&admin, unix_now() - 60));
+    assert_rejected(&h.review(&token).await);
+    assert_eq!(reason_count(&h, "system_username").await, 1.0);
+}
