@@ -81,6 +81,8 @@ impl OAuthToken {
 pub struct User {
     pub name: String,
     pub uid: String,
+    /// The User object's own (deprecated) `groups`.
+    pub groups: Vec<String>,
 }
 
 impl User {
@@ -98,6 +100,7 @@ impl User {
                 &h[16..20],
                 &h[20..]
             ),
+            groups: Vec::new(),
         }
     }
 }
@@ -160,7 +163,7 @@ impl OpenShiftApi {
                     "creationTimestamp": "2026-01-05T09:00:00Z"
                 },
                 "fullName": user.name, "identities": [format!("htpasswd:{}", user.name)],
-                "groups": null
+                "groups": if user.groups.is_empty() { Value::Null } else { json!(user.groups) }
             }),
         );
     }

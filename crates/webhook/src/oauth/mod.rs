@@ -190,6 +190,10 @@ struct OAuthAccessToken {
 struct User {
     #[serde(default)]
     metadata: ObjectMeta,
+    /// Deprecated in favour of Group objects, but OpenShift's authenticator
+    /// still adds these, so they count here too.
+    #[serde(default)]
+    groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -422,7 +426,9 @@ impl Lookup {
         if uid.is_empty() || uid != token.user_uid {
             return Err(Rejection::UserUidMismatch.into());
         }
-        let (mut groups, dropped) = self.groups_of(username).await?;
+        let (mut groups, dropped) = self
+            .groups_of(username, user.groups.unwrap_or_default())
+            .await?;
         groups.push(OAUTH_GROUP.to_owned());
         let mut extra = BTreeMap::new();
         if !token.scopes.is_empty() {
@@ -455,10 +461,14 @@ impl Lookup {
         })
     }
 
-    /// The names of the groups that list `username`, sorted, without
-    /// `system:` ones (counted: no Group should be named so).
-    async fn groups_of(&self, username: &str) -> Result<(Vec<String>, usize), Failed> {
-        let mut names = Vec::new();
+    /// The names of the groups that list `username`, and the User's own
+    /// (deprecated) `groups`, sorted, without `system:` ones (counted: no
+    /// group should be named so).
+    async fn groups_of(
+        &self,
+        username: &str,
+        mut names: Vec<String>,
+    ) -> Result<(Vec<String>, usize), Failed> {
         let mut params = ListParams::default().limit(GROUP_PAGE);
         for _ in 0..MAX_GROUP_PAGES {
             let page = self.groups.list(&params).await.map_err(api_error)?;
@@ -472,6 +482,8 @@ impl Lookup {
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(next) => params = params.continue_token(&next),
                 None => {
+                    // An empty name is never a group (as for JWT groups).
+                    names.retain(|n| !n.is_empty());
                     let before = names.len();
                     names.retain(|n| !n.starts_with("system:"));
                     let dropped = before - names.len();

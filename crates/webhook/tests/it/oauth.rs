@@ -120,7 +120,10 @@ async fn a_valid_token_is_its_user_with_groups_and_scopes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_are_listed_page_by_page() {
-    let (h, api, jane) = cluster("", Options::default()).await;
+    let (h, api, mut jane) = cluster("", Options::default()).await;
+    // The User's own (deprecated) groups count too, as in OpenShift.
+    jane.groups = vec!["legacy-team".into()];
+    api.add_user(&jane);
     // More groups than one page (500) holds; jane is in the first and last.
     for i in 0..620 {
         let members: &[&str] = if i == 0 || i == 619 {
@@ -137,6 +140,7 @@ async fn groups_are_listed_page_by_page() {
         answer["status"]["user"]["groups"],
         json!([
             "developers",
+            "legacy-team",
             "team-0000",
             "team-0619",
             "system:authenticated:oauth"
