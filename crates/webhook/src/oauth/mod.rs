@@ -106,6 +106,9 @@ impl Prepared {
         client.read_timeout = None;
         client.write_timeout = None;
         client.default_retry = false;
+        // kube takes HTTPS_PROXY from the environment (set for the issuers,
+        // perhaps); the API server is the cluster's own and reached directly.
+        client.proxy_url = None;
         Some(Prepared { spec, client })
     }
 }
@@ -116,6 +119,16 @@ fn from_kubeconfig(path: &Path) -> Result<kube::Config, String> {
     let text = String::from_utf8(bytes).map_err(|_| fail("not UTF-8 text".to_owned()))?;
     let mut kubeconfig =
         Kubeconfig::from_yaml(&text).map_err(|e| fail(format!("not a kubeconfig: {e}")))?;
+    if kubeconfig
+        .clusters
+        .iter()
+        .filter_map(|c| c.cluster.as_ref())
+        .any(|c| c.proxy_url.is_some())
+    {
+        return Err(fail(
+            "proxy-url is not supported: the API server is reached directly; remove it".to_owned(),
+        ));
+    }
     // Files it names are relative to it, as kubectl reads them.
     let base = path.parent().unwrap_or(Path::new("."));
     let absolute = |p: &mut Option<String>| {

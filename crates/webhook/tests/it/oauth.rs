@@ -500,9 +500,21 @@ async fn a_kubeconfig_naming_files_beside_it_is_read_as_kubectl_reads_it() {
 fn an_unusable_kubeconfig_is_a_config_problem_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "garbage", "clusters: 7\n");
+    write(
+        dir.path(),
+        "proxied",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\", proxy-url: \"http://proxy:3128\"}\ncontexts:\n- name: x\n  context: {cluster: c}\ncurrent-context: x\n",
+    );
+    write(
+        dir.path(),
+        "no-context",
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:6443\"}\n",
+    );
     for (kubeconfig, says) in [
         ("nowhere", "cannot read it"),
         ("garbage", "not a kubeconfig"),
+        ("proxied", "proxy-url is not supported"),
+        ("no-context", "cannot use it"),
     ] {
         let text = format!(
             "server: {{tls: {{cert_file: a, key_file: b}}}}\nissuers:\n  - {{name: o, kind: openshift-oauth, kubeconfig: {kubeconfig}}}\n"
