@@ -195,7 +195,13 @@ with_fixed_cluster_ip() { # the fixed-cluster-ip component, off by default, on
         "$work/kubernetes-fixed-ip/kustomization.yaml"
     echo "$work/kubernetes-fixed-ip"
 }
-declare -A variants=([kubernetes-fixed-ip]=with_fixed_cluster_ip)
+with_openshift_oauth() { # the openshift-oauth component, off by default, on
+    cp -r deploy/kubernetes "$work/kubernetes-openshift-oauth"
+    sed -i 's/^# components:/components:/; s/^#   - openshift-oauth/  - openshift-oauth/' \
+        "$work/kubernetes-openshift-oauth/kustomization.yaml"
+    echo "$work/kubernetes-openshift-oauth"
+}
+declare -A variants=([kubernetes-fixed-ip]=with_fixed_cluster_ip [kubernetes-openshift-oauth]=with_openshift_oauth)
 
 mapfile -t kustomizations < <(find deploy -name kustomization.yaml -printf '%h\n' | sort)
 ((${#kustomizations[@]})) || die "no kustomization.yaml under deploy/"
@@ -225,6 +231,9 @@ done
 echo "ok: ${#kustomizations[@]} kustomizations, ${#renders[@]} renders"
 grep -q 'clusterIP: 10.96.100.100' "$work/rendered/kubernetes-fixed-ip.yaml" ||
     die "the fixed-cluster-ip component did not set the ClusterIP"
+grep -q 'automountServiceAccountToken: true' "$work/rendered/kubernetes-openshift-oauth.yaml" &&
+    grep -q 'port: 6443' "$work/rendered/kubernetes-openshift-oauth.yaml" ||
+    die "the openshift-oauth component did not mount the token and open the API server port"
 "$py" "$helper" apiserver "$work/rendered/sidecar.yaml" sidecar
 "$py" "$helper" apiserver "$work/rendered/kubernetes-apiserver.yaml" flags-only
 ok

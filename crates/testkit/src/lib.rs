@@ -11,6 +11,7 @@ pub mod certs;
 pub mod config;
 pub mod harness;
 pub mod issuer;
+pub mod openshift;
 pub mod proxy;
 pub mod standins;
 pub mod tokens;

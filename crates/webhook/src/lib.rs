@@ -7,6 +7,7 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod oauth;
 pub mod pki;
 pub mod prepare;
 pub(crate) mod reload;

@@ -117,8 +117,8 @@ fn main() -> ExitCode {
                 println!(
                     "{}: ok ({} issuer{})",
                     config.display(),
-                    c.issuers.len(),
-                    if c.issuers.len() == 1 { "" } else { "s" }
+                    c.issuer_count(),
+                    if c.issuer_count() == 1 { "" } else { "s" }
                 );
                 ExitCode::SUCCESS
             }

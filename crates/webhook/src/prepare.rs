@@ -28,6 +28,8 @@ pub struct Prepared {
     pub issuers: Vec<Issuer>,
     /// `state_dir`, checked to be a directory.
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// The `openshift-oauth` issuer and the API server client config it uses.
+    pub(crate) openshift_oauth: Option<crate::oauth::Prepared>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
@@ -145,6 +147,11 @@ impl Prepared {
         problems.or_value(prepared, path)
     }
 
+    /// Every issuer, JWT and openshift-oauth alike.
+    pub fn issuer_count(&self) -> usize {
+        self.issuers.len() + usize::from(self.openshift_oauth.is_some())
+    }
+
     /// Logs the config's warnings, once, as `serve` starts.
     pub fn log_warnings(&self) {
         for w in &self.warnings {
@@ -210,12 +217,23 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         .into_iter()
         .filter_map(|spec| issuer(spec, problems, &mut warnings, reader))
         .collect();
+    let openshift_oauth = config.openshift_oauth.and_then(|spec| {
+        // Recorded so that a changed kubeconfig is a reason to reload (the
+        // files it names are read by the client, not watched).
+        if let Some(path) = &spec.kubeconfig {
+            reader
+                .files
+                .record(path, read_bounded(path).ok().as_deref());
+        }
+        crate::oauth::Prepared::load(spec, problems)
+    });
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
         state_dir: config.state_dir,
+        openshift_oauth,
         warnings,
         files: FilesRead::default(),
     }

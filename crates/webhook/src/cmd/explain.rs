@@ -13,7 +13,6 @@ use kube_authn_common::clock::Clock;
 use zeroize::Zeroizing;
 
 use crate::config::ConfigError;
-use crate::keys::remote::ClientError;
 use crate::prepare::Prepared;
 use crate::review::{Reviewer, fingerprint, sha256};
 use crate::verify::jwt::{self, MAX_TOKEN_BYTES};
@@ -43,7 +42,7 @@ pub enum ExplainError {
     #[error("{}: no token in it (the file holds the bearer token alone)", .path.display())]
     Empty { path: PathBuf },
     #[error(transparent)]
-    Client(#[from] ClientError),
+    Setup(#[from] crate::review::SetupError),
 }
 
 /// A token's explanation and the exit code it comes to.

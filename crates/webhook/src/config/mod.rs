@@ -32,6 +32,8 @@ pub struct Config {
     /// Where each fetching issuer's last good keys are written, and read
     /// back at start when the issuer cannot be reached (absolute).
     pub(crate) state_dir: Option<PathBuf>,
+    /// The `openshift-oauth` issuer, if one is configured (at most one).
+    pub(crate) openshift_oauth: Option<OAuthIssuer>,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
@@ -130,6 +132,26 @@ pub struct Issuer {
     pub(crate) field: FieldPath,
 }
 
+/// The issuer kind that looks `sha256~` tokens up on the API server.
+pub(crate) const OPENSHIFT_OAUTH: &str = "openshift-oauth";
+
+/// An `openshift-oauth` issuer: OpenShift OAuth access tokens (`sha256~...`)
+/// checked against their `OAuthAccessToken`, `User` and `Group` objects.
+#[derive(Debug, Clone)]
+pub(crate) struct OAuthIssuer {
+    pub(crate) name: String,
+    /// `None`: the pod's in-cluster config (its ServiceAccount).
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// A token found valid is trusted this long without a new lookup: how
+    /// long `oc delete oauthaccesstoken` may take to bite.
+    pub(crate) positive_ttl: Duration,
+    /// One lookup, all its API requests included.
+    pub(crate) api_timeout: Duration,
+    /// Lookups of tokens the cache does not hold, per second (also the burst).
+    pub(crate) max_lookups_per_second: u32,
+    pub(crate) field: FieldPath,
+}
+
 /// An efa issuer's static keys, as files (absolute paths).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct KeyFiles {
@@ -206,6 +228,9 @@ const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
 const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const DEFAULT_POSITIVE_TTL: Duration = Duration::from_secs(30);
+const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_MAX_LOOKUPS_PER_SECOND: u32 = 50;
 
 impl RemoteSource {
     /// The URL the issuer's keys are known by: the issuer's for discovery
@@ -360,12 +385,24 @@ impl Validator {
             raw.max_key_age.as_deref(),
             DEFAULT_MAX_KEY_AGE,
         );
-        let issuers: Vec<Issuer> = raw
-            .issuers
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| self.issuer(i, r))
-            .collect();
+        let mut issuers = Vec::new();
+        let mut openshift_oauth = None;
+        let mut oauth_seen = false;
+        for (i, r) in raw.issuers.into_iter().enumerate() {
+            if r.kind != OPENSHIFT_OAUTH {
+                issuers.extend(self.issuer(i, r));
+                continue;
+            }
+            let at = FieldPath::at("issuers").index(i).named(r.name.trim());
+            if std::mem::replace(&mut oauth_seen, true) {
+                self.problem(
+                    &at.field("kind"),
+                    "another issuer is already openshift-oauth: every sha256~ token must route to exactly one issuer",
+                );
+                continue;
+            }
+            openshift_oauth = self.oauth_issuer(i, r, server.request_timeout);
+        }
         let state_dir = raw.state_dir.as_deref().map(|p| self.path(p));
         if let Some(dir) = &state_dir
             && dir.as_os_str().is_empty()
@@ -381,6 +418,7 @@ impl Validator {
             cache,
             issuers,
             state_dir,
+            openshift_oauth,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -543,10 +581,10 @@ impl Validator {
         }
     }
 
-    fn issuer(&mut self, index: usize, raw: raw::Issuer) -> Option<Issuer> {
+    /// An issuer's name, checked, and where the issuer is in the file.
+    fn issuer_name(&mut self, index: usize, raw: &str) -> (String, FieldPath) {
         let at = FieldPath::at("issuers").index(index);
-        let problems_before = self.problems.len();
-        let name = raw.name.trim().to_owned();
+        let name = raw.trim().to_owned();
         if !valid_name(&name) {
             self.problem(
                 &at.field("name"),
@@ -559,17 +597,134 @@ impl Validator {
             );
         }
         let at = at.named(&name);
+        (name, at)
+    }
+
+    /// An `openshift-oauth` issuer: its own four settings, and none of the
+    /// JWT issuers' (each one set is a problem naming it).
+    fn oauth_issuer(
+        &mut self,
+        index: usize,
+        raw: raw::Issuer,
+        request_timeout: Duration,
+    ) -> Option<OAuthIssuer> {
+        let problems_before = self.problems.len();
+        let (name, at) = self.issuer_name(index, &raw.name);
+        let jwt_only = [
+            ("url", raw.url.is_some()),
+            (
+                "certificate_authority_file",
+                raw.certificate_authority_file.is_some(),
+            ),
+            ("jwks_url", raw.jwks_url.is_some()),
+            ("audiences", raw.audiences.is_some()),
+            ("allow_any_audience", raw.allow_any_audience.is_some()),
+            (
+                "trust_implicit_audience",
+                raw.trust_implicit_audience.is_some(),
+            ),
+            ("algorithms", raw.algorithms.is_some()),
+            ("clock_skew", raw.clock_skew.is_some()),
+            ("jwks_fetch_timeout", raw.jwks_fetch_timeout.is_some()),
+            (
+                "jwks_min_refetch_interval",
+                raw.jwks_min_refetch_interval.is_some(),
+            ),
+            ("max_key_age", raw.max_key_age.is_some()),
+            ("jwks_hosts", raw.jwks_hosts.is_some()),
+            ("keys", raw.keys.is_some()),
+            ("claims", raw.claims.is_some()),
+            (
+                "email_verified_accepts_string",
+                raw.email_verified_accepts_string.is_some(),
+            ),
+        ];
+        for (field, set) in jwt_only {
+            if set {
+                self.problem(
+                    &at.field(field),
+                    format!("means nothing for an openshift-oauth issuer (its tokens are not JWTs: they are looked up on the API server, and the user is the OpenShift User they belong to); remove {field}"),
+                );
+            }
+        }
+        let kubeconfig = raw.kubeconfig.as_deref().map(|p| self.path(p));
+        let positive_ttl = self.duration(
+            &at.field("positive_ttl"),
+            raw.positive_ttl.as_deref(),
+            DEFAULT_POSITIVE_TTL,
+        );
+        if positive_ttl < Duration::from_secs(1) || positive_ttl > Duration::from_secs(600) {
+            self.problem(
+                &at.field("positive_ttl"),
+                "must be between 1s and 10m: it is how long a deleted token may keep working",
+            );
+        }
+        let api_timeout = self.duration(
+            &at.field("api_timeout"),
+            raw.api_timeout.as_deref(),
+            DEFAULT_API_TIMEOUT,
+        );
+        if api_timeout < Duration::from_millis(100) || api_timeout > Duration::from_secs(15) {
+            self.problem(&at.field("api_timeout"), "must be between 100ms and 15s");
+        } else if api_timeout >= request_timeout {
+            self.problem(
+                &at.field("api_timeout"),
+                format!("must be shorter than server.request_timeout ({request_timeout:?}), so a slow API server is answered as \"could not check\" rather than cut off"),
+            );
+        }
+        let max_lookups_per_second = raw
+            .max_lookups_per_second
+            .unwrap_or(DEFAULT_MAX_LOOKUPS_PER_SECOND);
+        if !(1..=10_000).contains(&max_lookups_per_second) {
+            self.problem(
+                &at.field("max_lookups_per_second"),
+                "must be between 1 and 10000: lookups of tokens the cache does not hold, so a flood of made-up sha256~ strings cannot hammer the API server",
+            );
+        }
+        if self.problems.len() > problems_before {
+            return None;
+        }
+        Some(OAuthIssuer {
+            name,
+            kubeconfig,
+            positive_ttl,
+            api_timeout,
+            max_lookups_per_second,
+            field: at,
+        })
+    }
+
+    fn issuer(&mut self, index: usize, raw: raw::Issuer) -> Option<Issuer> {
+        let problems_before = self.problems.len();
+        let (name, at) = self.issuer_name(index, &raw.name);
         let kind = match raw.kind.as_str() {
             "oidc" => IssuerKind::Oidc,
             "efa" => IssuerKind::Efa,
             other => {
                 self.problem(
                     &at.field("kind"),
-                    format!("{other:?} is not an issuer kind: use oidc (Dex or any OIDC provider) or efa (Extreme EFA/XCO)"),
+                    format!("{other:?} is not an issuer kind: use oidc (Dex or any OIDC provider), efa (Extreme EFA/XCO) or openshift-oauth (OpenShift's sha256~ OAuth access tokens)"),
                 );
                 return None;
             }
         };
+        let oauth_only = [
+            ("kubeconfig", raw.kubeconfig.is_some()),
+            ("positive_ttl", raw.positive_ttl.is_some()),
+            ("api_timeout", raw.api_timeout.is_some()),
+            (
+                "max_lookups_per_second",
+                raw.max_lookups_per_second.is_some(),
+            ),
+        ];
+        for (field, set) in oauth_only {
+            if set {
+                self.problem(
+                    &at.field(field),
+                    format!("is for openshift-oauth issuers only; remove {field}"),
+                );
+            }
+        }
 
         let url = raw.url.as_deref().map(str::trim).map(str::to_owned);
         match (kind, &url) {
@@ -1140,10 +1295,16 @@ impl Validator {
     /// Two issuers must not map into one username (or group) space: a user
     /// of one could otherwise become a user of the other. Spaces overlap when
     /// one prefix starts the other ("" overlaps everything). Both issuers
-    /// saying `allow_shared_identities: true` is the way to want that.
+    /// saying `allow_shared_identities: true` is the way to want that. An
+    /// openshift-oauth issuer's names are OpenShift's own, unprefixed (""),
+    /// so moving its users to Dex under the same names must be said so too.
     /// Checked on the raw entries, beside the issuers' other problems.
     fn separate_identities(&mut self, issuers: &[raw::Issuer]) {
         let prefix = |iss: &raw::Issuer, space: Space| -> Option<String> {
+            // OpenShift's user and group names, as they are: no prefix.
+            if iss.kind == OPENSHIFT_OAUTH {
+                return Some(String::new());
+            }
             let claims = iss.claims.as_ref()?;
             let r = match space {
                 Space::Users => claims.username.as_ref()?,
@@ -1155,6 +1316,10 @@ impl Validator {
             |i: usize, iss: &raw::Issuer| FieldPath::at("issuers").index(i).named(iss.name.trim());
         for (j, later) in issuers.iter().enumerate() {
             for (i, earlier) in issuers.iter().enumerate().take(j) {
+                // Two of them is a problem of its own (`config`).
+                if earlier.kind == OPENSHIFT_OAUTH && later.kind == OPENSHIFT_OAUTH {
+                    continue;
+                }
                 for space in [Space::Users, Space::Groups] {
                     let (Some(a), Some(b)) = (prefix(earlier, space), prefix(later, space)) else {
                         continue;
@@ -1179,8 +1344,14 @@ impl Validator {
                         }
                         _ => String::new(),
                     };
+                    // An openshift-oauth issuer has no prefix to change.
+                    let place = if later.kind == OPENSHIFT_OAUTH {
+                        at(j, later).field("allow_shared_identities")
+                    } else {
+                        at(j, later).field("claims").field(field).field("prefix")
+                    };
                     self.problem(
-                        &at(j, later).field("claims").field(field).field("prefix"),
+                        &place,
                         format!(
                             "{b:?} can produce the same {what} as {} (prefix {a:?}): {who} of one issuer would be taken for {who} of the other. Give each issuer a prefix that does not start the other's (e.g. \"{}:\" and \"{}:\"), or set allow_shared_identities: true on both if they really are one set of users{half}",
                             at(i, earlier),
@@ -1323,6 +1494,138 @@ mod tests {
         let c = Config::from_yaml(&text("max_key_age: 2d\n"), Path::new("c.yaml")).unwrap();
         assert_eq!(remote(&c, 0).max_key_age, Duration::from_secs(2 * 86_400));
         assert_eq!(remote(&c, 1).max_key_age, Duration::from_secs(3600));
+    }
+
+    fn oauth_config(issuers: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(
+            &format!("server: {{tls: {{cert_file: a, key_file: b}}}}\nissuers:\n{issuers}"),
+            Path::new("/etc/w/c.yaml"),
+        )
+    }
+
+    fn fields(err: &ConfigError) -> Vec<String> {
+        err.problems.iter().map(|p| p.field.to_string()).collect()
+    }
+
+    #[test]
+    fn an_openshift_oauth_issuer_has_its_defaults_and_relative_kubeconfig() {
+        let c =
+            oauth_config("  - {name: openshift, kind: openshift-oauth, kubeconfig: kc}\n").unwrap();
+        assert!(c.issuers.is_empty());
+        let o = c.openshift_oauth.unwrap();
+        assert_eq!(o.kubeconfig.as_deref(), Some(Path::new("/etc/w/kc")));
+        assert_eq!(o.positive_ttl, Duration::from_secs(30));
+        assert_eq!(o.api_timeout, Duration::from_secs(5));
+        assert_eq!(o.max_lookups_per_second, 50);
+        let c = oauth_config(
+            "  - {name: o, kind: openshift-oauth, positive_ttl: 10s, api_timeout: 2s, max_lookups_per_second: 7}\n",
+        )
+        .unwrap();
+        let o = c.openshift_oauth.unwrap();
+        assert_eq!(o.kubeconfig, None);
+        assert_eq!(
+            (o.positive_ttl, o.api_timeout, o.max_lookups_per_second),
+            (Duration::from_secs(10), Duration::from_secs(2), 7)
+        );
+    }
+
+    #[test]
+    fn jwt_settings_on_an_openshift_oauth_issuer_are_problems_naming_them() {
+        let err = oauth_config(
+            "  - name: o\n    kind: openshift-oauth\n    url: https://x\n    audiences: [k]\n    keys: {jwks_url: https://x/k}\n    claims: {}\n    algorithms: [RS256]\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (o).url",
+                "issuers[0] (o).audiences",
+                "issuers[0] (o).algorithms",
+                "issuers[0] (o).keys",
+                "issuers[0] (o).claims"
+            ]
+        );
+        assert!(
+            err.to_string()
+                .contains("means nothing for an openshift-oauth issuer")
+        );
+    }
+
+    #[test]
+    fn openshift_oauth_settings_elsewhere_and_bad_values_are_problems() {
+        let err = oauth_config(
+            "  - name: dex\n    kind: oidc\n    url: https://d/dex\n    audiences: [k]\n    kubeconfig: kc\n    positive_ttl: 1m\n    claims: {username: {claim: email, prefix: \"\"}, groups: {claim: groups, prefix: \"\"}}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (dex).kubeconfig",
+                "issuers[0] (dex).positive_ttl"
+            ]
+        );
+        let err = oauth_config(
+            "  - {name: o, kind: openshift-oauth, positive_ttl: 1h, api_timeout: 25s, max_lookups_per_second: 0}\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[0] (o).positive_ttl",
+                "issuers[0] (o).api_timeout",
+                "issuers[0] (o).max_lookups_per_second"
+            ]
+        );
+        // Within bounds, but not shorter than the whole review's deadline.
+        let err = Config::from_yaml(
+            "server: {tls: {cert_file: a, key_file: b}, request_timeout: 5s}\nissuers:\n  - {name: o, kind: openshift-oauth, api_timeout: 5s}\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("shorter than server.request_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn at_most_one_openshift_oauth_issuer() {
+        let err = oauth_config(
+            "  - {name: a, kind: openshift-oauth}\n  - {name: b, kind: openshift-oauth}\n",
+        )
+        .unwrap_err();
+        assert_eq!(fields(&err), ["issuers[1] (b).kind"]);
+    }
+
+    /// Its names are OpenShift's, unprefixed: another issuer beside it must
+    /// say the names are shared, on both.
+    #[test]
+    fn openshift_names_overlap_every_other_issuer_unless_both_share() {
+        let dex = |shared: &str| {
+            format!(
+                "  - name: dex\n    kind: oidc\n    url: https://d/dex\n    audiences: [k]\n    claims: {{username: {{claim: email, prefix: \"dex:\"}}, groups: {{claim: groups, prefix: \"dex:\"}}}}\n{shared}"
+            )
+        };
+        let oauth = |shared: &str| format!("  - name: o\n    kind: openshift-oauth\n{shared}");
+        let yes = "    allow_shared_identities: true\n";
+        let err = oauth_config(&format!("{}{}", dex(""), oauth(""))).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[1] (o).allow_shared_identities",
+                "issuers[1] (o).allow_shared_identities"
+            ]
+        );
+        let err = oauth_config(&format!("{}{}", oauth(yes), dex(""))).unwrap_err();
+        assert_eq!(
+            fields(&err),
+            [
+                "issuers[1] (dex).claims.username.prefix",
+                "issuers[1] (dex).claims.groups.prefix"
+            ]
+        );
+        assert!(oauth_config(&format!("{}{}", dex(yes), oauth(yes))).is_ok());
     }
 
     #[test]

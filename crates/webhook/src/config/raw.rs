@@ -91,6 +91,16 @@ pub(crate) struct Issuer {
     /// Where the discovery document is fetched from instead of
     /// `<url>/.well-known/openid-configuration`.
     pub(crate) discovery_url: Option<String>,
+    /// openshift-oauth only: the API server to look tokens up on (absent:
+    /// the pod's in-cluster config).
+    pub(crate) kubeconfig: Option<PathBuf>,
+    /// openshift-oauth only: how long a token found valid is trusted
+    /// without looking again.
+    pub(crate) positive_ttl: Option<String>,
+    /// openshift-oauth only: deadline of one lookup (all its API requests).
+    pub(crate) api_timeout: Option<String>,
+    /// openshift-oauth only: lookups of tokens not in the cache.
+    pub(crate) max_lookups_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

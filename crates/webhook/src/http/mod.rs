@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::keys::remote::{ClientError, KeysSource};
+use crate::keys::remote::KeysSource;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::reload::{ConfigWatcher, Live, RefreshLoops};
@@ -60,7 +60,7 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Issuer(#[from] ClientError),
+    Issuer(#[from] crate::review::SetupError),
     #[error("cannot watch the config for changes: {0}")]
     Watch(std::io::Error),
     #[error("state_dir: cannot create {path}: {source}")]

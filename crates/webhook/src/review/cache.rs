@@ -59,7 +59,9 @@ impl Entry {
         match &self.verdict {
             // One atomic load: the key is withdrawn, past max_key_age or its
             // certificate's notAfter, and the token is checked afresh.
-            Verdict::Authenticated(id) => id.expires_at > now && id.key.usable_at(now),
+            Verdict::Authenticated(id) => {
+                id.expires_at > now && id.key.as_ref().is_none_or(|k| k.usable_at(now))
+            }
             Verdict::Rejected { .. } => true,
         }
     }

@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use crate::config::UNMATCHED_ISSUER;
 use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
+use crate::oauth::{self, OAuthVerifier};
 use crate::prepare::Prepared;
 use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
-use crate::verify::{Identity, IssuerVerifier, Rejection, Trace, Verifier, VerifyError, jwt};
+use crate::verify::{
+    Identity, IssuerVerifier, Rejection, Trace, Verified, Verifier, VerifyError, jwt,
+};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
 
@@ -39,10 +42,21 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// The issuers' clients cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Keys(#[from] ClientError),
+    #[error(transparent)]
+    OpenShiftOAuth(#[from] oauth::ClientError),
+}
+
 /// One config's way of answering: a reload builds a new one (`reloaded`)
 /// and reviews that started on the old one finish on it.
 pub struct Reviewer {
     pub verifier: Verifier,
+    /// The openshift-oauth issuer: where `sha256~` tokens go, if configured.
+    pub(crate) oauth: Option<Arc<OAuthVerifier>>,
     pub cache: TokenCache,
     pub metrics: Arc<Metrics>,
     pub(crate) clock: Clock,
@@ -79,7 +93,7 @@ impl Reviewer {
         config: &Prepared,
         clock: Clock,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Reviewer, ClientError> {
+    ) -> Result<Reviewer, SetupError> {
         let metrics = Arc::new(Metrics::new());
         let verifier = Verifier::new(
             &config.issuers,
@@ -89,8 +103,13 @@ impl Reviewer {
             &clock,
             runtime,
         )?;
+        let oauth = match &config.openshift_oauth {
+            Some(p) => Some(Arc::new(OAuthVerifier::new(p, &metrics, &clock, runtime)?)),
+            None => None,
+        };
         Ok(Reviewer {
             verifier,
+            oauth,
             cache: TokenCache::new(&config.cache),
             metrics,
             clock,
@@ -107,7 +126,7 @@ impl Reviewer {
         &self,
         config: &Prepared,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Reviewer, ClientError> {
+    ) -> Result<Reviewer, SetupError> {
         let verifier = Verifier::new(
             &config.issuers,
             config.state_dir.as_deref(),
@@ -116,6 +135,19 @@ impl Reviewer {
             &self.clock,
             runtime,
         )?;
+        // Kept when its settings and kubeconfig are the same: a new one
+        // would look every token up again, and its rate limit would answer
+        // "could not check" to users beyond it.
+        let oauth = match (&config.openshift_oauth, &self.oauth) {
+            (Some(p), Some(old)) if old.identity == p.identity => Some(old.clone()),
+            (Some(p), _) => Some(Arc::new(OAuthVerifier::new(
+                p,
+                &self.metrics,
+                &self.clock,
+                runtime,
+            )?)),
+            (None, _) => None,
+        };
         let cache = if self.cache_settings == config.cache {
             self.cache.clone()
         } else {
@@ -123,6 +155,7 @@ impl Reviewer {
         };
         Ok(Reviewer {
             verifier,
+            oauth,
             cache,
             metrics: self.metrics.clone(),
             clock: self.clock.clone(),
@@ -307,6 +340,11 @@ impl Reviewer {
     /// either, and a flood of distinct ones (anyone can make them) would
     /// otherwise push real identities out of a full cache. The apiserver
     /// still caches the refusal on its side (no `status.error`).
+    ///
+    /// A `sha256~` token is an OpenShift OAuth access token, never a JWT: it
+    /// goes to the openshift-oauth issuer if there is one and looks like one
+    /// (a lookup on the API server, rate-limited, its verdict cached like a
+    /// JWT's), and is refused without a request otherwise.
     async fn decide(
         &self,
         token: &str,
@@ -314,12 +352,42 @@ impl Reviewer {
         now: u64,
         trace: &mut Trace,
     ) -> (Lookup, Decided) {
-        let live = |generation| self.verifier.is_live(generation);
+        let live = |generation| {
+            self.verifier.is_live(generation)
+                || self
+                    .oauth
+                    .as_ref()
+                    .is_some_and(|o| o.generation == generation)
+        };
         if let Some(verdict) = self.cache.get(hash, now, live).await {
             trace.note("cache", || "answered from the cache".to_owned());
             return (Lookup::Hit, Decided::Verdict(verdict));
         }
         let unrouted = |r| (Lookup::Miss, Decided::Unrouted(r, None));
+        if let Some(rest) = token.strip_prefix(oauth::TOKEN_PREFIX) {
+            let Some(issuer) = self.oauth.as_ref().filter(|_| oauth::plausible(rest)) else {
+                return unrouted(Rejection::Malformed);
+            };
+            let check = self.oauth_check(issuer, rest, hash, now);
+            let once = self
+                .cache
+                .verify_once(*hash, now, issuer.generation, live, check)
+                .await;
+            // A verdict of the issuer a reload replaced: look it up again.
+            let (lookup, result) = match once {
+                Some(decided) => decided,
+                None => (
+                    Lookup::Miss,
+                    self.oauth_check(issuer, rest, hash, now)
+                        .await
+                        .map_err(Arc::new),
+                ),
+            };
+            return match result {
+                Ok(verdict) => (lookup, Decided::Verdict(verdict)),
+                Err(unchecked) => (lookup, Decided::Unchecked(unchecked)),
+            };
+        }
         let jwt = match trace.step(
             "decode",
             || format!("{} bytes", token.len()),
@@ -378,6 +446,21 @@ impl Reviewer {
         }
     }
 
+    /// Looks a `sha256~` token up on the API server within `request_timeout`.
+    async fn oauth_check(
+        &self,
+        issuer: &OAuthVerifier,
+        rest: &str,
+        hash: &TokenHash,
+        now: u64,
+    ) -> Result<Verdict, Unchecked> {
+        let deadline = self.request_timeout;
+        let result = tokio::time::timeout(deadline, issuer.verify(rest, now))
+            .await
+            .unwrap_or(Err(VerifyError::Timeout(deadline)));
+        settle(&issuer.name, result, hash)
+    }
+
     /// Checks a routed token the cache does not hold: a verdict (which the
     /// cache keeps), or "could not check" (which it does not). Routing comes
     /// first so a timeout keeps its issuer.
@@ -394,28 +477,37 @@ impl Reviewer {
         let result = tokio::time::timeout(deadline, issuer.verify_traced(jwt, claims, now, trace))
             .await
             .unwrap_or(Err(VerifyError::Timeout(deadline)));
-        let name = issuer.name.clone();
-        match result {
-            Ok(v) => {
-                if v.dropped_system_groups > 0 {
-                    tracing::warn!(
-                        issuer = &*name,
-                        dropped = v.dropped_system_groups,
-                        token = %fingerprint(hash),
-                        "left out groups that would start with system:"
-                    );
-                }
-                Ok(Verdict::Authenticated(Arc::new(v.identity)))
+        settle(&issuer.name, result, hash)
+    }
+}
+
+/// What a check came to, as the cache takes it: a verdict, or "could not
+/// check" (never cached).
+fn settle(
+    name: &Arc<str>,
+    result: Result<Verified, VerifyError>,
+    hash: &TokenHash,
+) -> Result<Verdict, Unchecked> {
+    match result {
+        Ok(v) => {
+            if v.dropped_system_groups > 0 {
+                tracing::warn!(
+                    issuer = &**name,
+                    dropped = v.dropped_system_groups,
+                    token = %fingerprint(hash),
+                    "left out groups that would start with system:"
+                );
             }
-            Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected {
-                issuer: Some(name),
-                rejection,
-            }),
-            Err(error) => Err(Unchecked {
-                issuer: name,
-                error,
-            }),
+            Ok(Verdict::Authenticated(Arc::new(v.identity)))
         }
+        Err(VerifyError::Rejected(rejection)) => Ok(Verdict::Rejected {
+            issuer: Some(name.clone()),
+            rejection,
+        }),
+        Err(error) => Err(Unchecked {
+            issuer: name.clone(),
+            error,
+        }),
     }
 }
 

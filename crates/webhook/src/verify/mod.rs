@@ -65,6 +65,16 @@ pub(crate) enum Rejection {
     SystemUsername,
     #[error("email used as username is not verified")]
     EmailUnverified,
+    #[error("no such OAuth access token")]
+    TokenNotFound,
+    #[error("the OAuth access token is being deleted")]
+    TokenBeingDeleted,
+    #[error("the OAuth access token timed out for inactivity")]
+    TokenInactive,
+    #[error("the OAuth access token's user does not exist")]
+    UserNotFound,
+    #[error("the OAuth access token was issued to another user of that name (UID differs)")]
+    UserUidMismatch,
 }
 
 impl Rejection {
@@ -85,6 +95,11 @@ impl Rejection {
             Rejection::NoUsername => "no_username",
             Rejection::SystemUsername => "system_username",
             Rejection::EmailUnverified => "email_unverified",
+            Rejection::TokenNotFound => "token_not_found",
+            Rejection::TokenBeingDeleted => "token_being_deleted",
+            Rejection::TokenInactive => "token_inactive",
+            Rejection::UserNotFound => "user_not_found",
+            Rejection::UserUidMismatch => "user_uid_mismatch",
         }
     }
 }
@@ -99,6 +114,13 @@ pub(crate) enum VerifyError {
     KeysUnavailable { issuer: Arc<str>, source: KeyError },
     #[error("review did not finish within {0:?}")]
     Timeout(Duration),
+    /// An openshift-oauth lookup failed: the token may well be valid.
+    #[error("issuer {issuer}: could not look the token up: {what}")]
+    ApiUnavailable { issuer: Arc<str>, what: String },
+    /// More new sha256~ tokens than max_lookups_per_second: not a refusal,
+    /// which the apiserver would cache for a real token.
+    #[error("issuer {issuer}: too many lookups of new tokens (max_lookups_per_second); try again")]
+    RateLimited { issuer: Arc<str> },
 }
 
 impl VerifyError {
@@ -107,6 +129,8 @@ impl VerifyError {
             VerifyError::Rejected(r) => r.reason(),
             VerifyError::KeysUnavailable { .. } => "keys_unavailable",
             VerifyError::Timeout(_) => "timeout",
+            VerifyError::ApiUnavailable { .. } => "api_unavailable",
+            VerifyError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -134,7 +158,8 @@ pub(crate) struct Identity {
     pub(crate) trust_implicit_audience: bool,
     /// The key that verified the token: nor does the identity outlive it
     /// (withdrawn by the issuer, past `max_key_age`, certificate expired).
-    pub(crate) key: Arc<VerifyKey>,
+    /// `None` for an identity looked up rather than verified (openshift-oauth).
+    pub(crate) key: Option<Arc<VerifyKey>>,
 }
 
 impl Identity {
@@ -209,6 +234,10 @@ fn remote_identity(
 /// reload dropped is never taken for one of a later verifier with the same
 /// settings (whose keys are tracked afresh).
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
+}
 
 impl IssuerVerifier {
     /// Keys in use now: static plus last fetched.
@@ -415,7 +444,7 @@ impl IssuerVerifier {
                 token_audiences,
                 expires_at: u64::try_from(exp).unwrap_or(0),
                 trust_implicit_audience: self.trust_implicit_audience,
-                key,
+                key: Some(key),
             },
             dropped_system_groups: dropped,
         })
@@ -474,7 +503,7 @@ fn check_times(
 
 /// Strings and string lists only: encoding cannot fail in practice; if it
 /// did, the token is refused rather than answered without a user.
-fn encode_user(user: &UserInfo) -> Result<Box<RawValue>, Rejection> {
+pub(crate) fn encode_user(user: &UserInfo) -> Result<Box<RawValue>, Rejection> {
     serde_json::value::to_raw_value(user).map_err(|_| Rejection::InvalidClaim("user"))
 }
 
@@ -578,7 +607,7 @@ impl Verifier {
                 remote,
                 remote_identity,
                 identity: p.identity,
-                generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+                generation: next_generation(),
                 required: c.required,
             }));
         }
@@ -670,11 +699,11 @@ mod tests {
             token_audiences: token_aud.iter().map(|s| s.to_string()).collect(),
             expires_at: 0,
             trust_implicit_audience: trust,
-            key: Arc::new(VerifyKey::new(
+            key: Some(Arc::new(VerifyKey::new(
                 None,
                 keys::KeyKind::Hmac,
                 jsonwebtoken::DecodingKey::from_secret(b"k"),
-            )),
+            ))),
         }
     }
 

@@ -14,6 +14,7 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod oauth;
 mod packaging;
 mod readiness;
 mod reload;
