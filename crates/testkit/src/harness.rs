@@ -238,6 +238,16 @@ impl Harness {
         Self::launch(dir, ca, issuers_yaml, opts, true).await
     }
 
+    /// `start_watching` in `dir`, for tests that put files there first.
+    pub async fn start_watching_in(
+        dir: tempfile::TempDir,
+        ca: Ca,
+        issuers_yaml: &str,
+        opts: Options,
+    ) -> Harness {
+        Self::launch(dir, ca, issuers_yaml, opts, true).await
+    }
+
     async fn launch(
         dir: tempfile::TempDir,
         ca: Ca,

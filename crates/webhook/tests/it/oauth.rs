@@ -718,3 +718,54 @@ async fn no_other_system_names_come_from_the_cluster() {
     assert_rejected(&h.review(&token).await);
     assert_eq!(reason_count(&h, "system_username").await, 1.0);
 }
+
+/// Waits until `n` reloads have succeeded.
+async fn reloaded(h: &Harness, n: f64) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        h.metric(
+            "authn_webhook_config_reloads_total",
+            &[("result", "success")],
+        )
+        .await
+            >= n
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_oauth_issuer_unless_its_settings_change() {
+    let ca = new_ca();
+    let api = OpenShiftApi::start(&ca).await;
+    let jane = User::new("jane");
+    api.add_user(&jane);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "kubeconfig", api.kubeconfig(&ca));
+    let opts = Options {
+        tls_extra: ", reload_interval: 200ms",
+        ..Options::default()
+    };
+    let h = Harness::start_watching_in(dir, ca, &oauth_yaml(""), opts).await;
+    let token = new_token();
+    api.add_token(&token, &OAuthToken::new(&jane, unix_now() - 60));
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+    let looked_up = token_requests(&api);
+    assert_eq!(looked_up, 1);
+
+    // Another issuer's change: the OAuth issuer and its cached verdict stay.
+    let issuer = TestIssuer::start(&new_ca(), Algorithm::RS256)
+        .await
+        .unwrap();
+    let mut dex = DexIssuer::new("dex", issuer.url());
+    dex.prefix = "dex:";
+    let shared = "    allow_shared_identities: true\n";
+    h.rewrite_config(&format!("{}{}{shared}", oauth_yaml(shared), dex.yaml()));
+    assert!(reloaded(&h, 1.0).await, "the new config is loaded");
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+    assert_eq!(token_requests(&api), looked_up, "answered from the cache");
+
+    // Its own settings changed: a new verifier, the token looked up again.
+    h.rewrite_config(&oauth_yaml("    positive_ttl: 20s\n"));
+    assert!(reloaded(&h, 2.0).await, "the new config is loaded");
+    assert_eq!(h.review(&token).await["status"]["authenticated"], true);
+    assert_eq!(token_requests(&api), looked_up + 1, "looked up again");
+}
