@@ -24,6 +24,10 @@ pub struct Metrics {
     pub(crate) build_info: IntGaugeVec,
     pub(crate) start_time: Gauge,
     pub(crate) tls_cert_expiry: Gauge,
+    pub(crate) revoked: IntCounterVec,
+    pub(crate) revocation_reloads: IntCounterVec,
+    pub(crate) revocation_entries: IntGauge,
+    pub(crate) revocation_last_success: Gauge,
 }
 
 impl Metrics {
@@ -146,6 +150,32 @@ impl Metrics {
                 "Unix time the serving certificate expires (its notAfter); 0 if it could not be read.",
             )
             .expect("static metric definition"),
+            revoked: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_revoked_total",
+                    "Verified tokens refused by the revocation list, by issuer and entry kind (token, jti, subject, user, group, not_before).",
+                ),
+                &["issuer", "kind"],
+            )
+            .expect("static metric definition"),
+            revocation_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_revocation_reloads_total",
+                    "Changes to the revocation list file seen on disk, by result (success, error: the last good list stays in use).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            revocation_entries: IntGauge::new(
+                "authn_webhook_revocation_entries",
+                "Entries in the revocation list in use (expired ones included until the file drops them).",
+            )
+            .expect("static metric definition"),
+            revocation_last_success: Gauge::new(
+                "authn_webhook_revocation_last_success_timestamp_seconds",
+                "Unix time the revocation list in use was loaded (or found missing at start: an empty list).",
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -164,6 +194,10 @@ impl Metrics {
             Box::new(m.build_info.clone()),
             Box::new(m.start_time.clone()),
             Box::new(m.tls_cert_expiry.clone()),
+            Box::new(m.revoked.clone()),
+            Box::new(m.revocation_reloads.clone()),
+            Box::new(m.revocation_entries.clone()),
+            Box::new(m.revocation_last_success.clone()),
         ];
         for c in collectors {
             m.registry
@@ -181,6 +215,7 @@ impl Metrics {
         }
         for r in ["success", "error"] {
             m.tls_reloads.with_label_values(&[r]);
+            m.revocation_reloads.with_label_values(&[r]);
         }
         for outcome in ["authenticated", "rejected", "error"] {
             m.duration.with_label_values(&[outcome]);

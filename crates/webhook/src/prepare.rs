@@ -21,10 +21,27 @@ pub struct Prepared {
     pub telemetry: config::Telemetry,
     pub cache: config::Cache,
     pub issuers: Vec<Issuer>,
+    /// The revocation list file (validated here when it exists; `serve`
+    /// watches it).
+    pub(crate) revocation: Option<std::path::PathBuf>,
+    pub(crate) audit: Option<config::Audit>,
+    pub(crate) audit_salt: Option<Salt>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
 }
+
+/// The audit trail's salt: never printed, wiped when dropped.
+pub(crate) struct Salt(pub(crate) Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Salt(..)")
+    }
+}
+
+/// Shorter salts could be found by trying; a trailing newline is not part of it.
+const MIN_SALT_BYTES: usize = 16;
 
 /// An issuer as the verifier takes it.
 #[derive(Debug)]
@@ -74,16 +91,41 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
         problems.add(&FieldPath::at("server.tls.client_ca_file"), e.to_string());
     }
     let mut warnings = config.warnings;
-    let issuers = config
+    let issuers: Vec<Issuer> = config
         .issuers
         .into_iter()
         .filter_map(|spec| issuer(spec, problems, &mut warnings))
         .collect();
+    if let Some(file) = &config.revocation {
+        revocation_list(file, &issuers, problems, &mut warnings);
+    }
+    let audit_salt = config
+        .audit
+        .as_ref()
+        .and_then(|a| a.salt_file.as_deref())
+        .and_then(|p| {
+            let field = FieldPath::at("audit.salt_file");
+            let mut bytes = Zeroizing::new(read(problems, &field, p)?);
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.len() < MIN_SALT_BYTES {
+                problems.add(
+                    &field,
+                    format!("{}: a salt must be at least {MIN_SALT_BYTES} bytes (e.g. head -c 32 /dev/urandom | base64)", p.display()),
+                );
+                return None;
+            }
+            Some(Salt(bytes))
+        });
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
         cache: config.cache,
         issuers,
+        revocation: config.revocation,
+        audit: config.audit,
+        audit_salt,
         warnings,
     }
 }
@@ -195,6 +237,42 @@ fn certificate_validity(
         }),
         (None, false) => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
         (None, true) => {}
+    }
+}
+
+/// A list that exists must validate, as `serve` would refuse it; one that
+/// does not exist yet is an empty list. Entries for issuers the config does
+/// not have are warned about: they can never match.
+fn revocation_list(
+    file: &Path,
+    issuers: &[Issuer],
+    problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
+) {
+    let field = FieldPath::at("revocation.file");
+    match crate::revoke::load(file) {
+        Ok((_, entries)) => {
+            for (i, e) in entries.iter().enumerate() {
+                if let Some(name) = e.target.issuer()
+                    && !issuers.iter().any(|iss| iss.spec.name == name)
+                {
+                    warnings.push(Problem {
+                        field: field.clone(),
+                        message: format!(
+                            "{}: entries[{i}] is for issuer {name:?}, which the config does not have: it never applies",
+                            file.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Err(e) if e.is_missing() => {}
+        Err(crate::revoke::LoadError::Invalid(err)) => {
+            for p in err.problems {
+                problems.add(&field, format!("{}: {p}", file.display()));
+            }
+        }
+        Err(e) => problems.add(&field, format!("{}: {e}", file.display())),
     }
 }
 

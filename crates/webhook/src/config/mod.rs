@@ -29,9 +29,36 @@ pub struct Config {
     pub(crate) telemetry: Telemetry,
     pub(crate) cache: Cache,
     pub(crate) issuers: Vec<Issuer>,
+    /// The revocation list's file, watched like the TLS files.
+    pub(crate) revocation: Option<PathBuf>,
+    /// `None`: no audit trail (the default).
+    pub(crate) audit: Option<Audit>,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
+}
+
+/// The audit trail: one JSON line per decision, apart from the log.
+#[derive(Debug, Clone)]
+pub(crate) struct Audit {
+    pub(crate) output: AuditOutput,
+    /// Usernames and groups as salted hashes: the salt's file.
+    pub(crate) salt_file: Option<PathBuf>,
+    /// Decisions waiting for the writer thread; a review waits when it is full.
+    pub(crate) queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuditOutput {
+    /// Beside the log on stdout, told apart by `"log_type": "audit"`.
+    Stdout,
+    /// Rotated by size: `file` is renamed to `file.1` (and so on up to
+    /// `max_files`) when it would grow past `max_bytes`.
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+        max_files: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +141,8 @@ pub struct Issuer {
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     /// Leeway on `exp`; `nbf` gets at least `verify::NBF_LEEWAY`.
     pub(crate) clock_skew: Duration,
+    /// Tokens whose `exp - iat` is longer are refused (and tokens without `iat`).
+    pub(crate) max_token_lifetime: Option<Duration>,
     pub(crate) claims: ClaimMapping,
     pub(crate) keys: KeyFiles,
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
@@ -177,6 +206,9 @@ const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
 const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_AUDIT_MAX_FILES: u32 = 5;
+const DEFAULT_AUDIT_QUEUE: usize = 65_536;
 
 impl Config {
     /// Parses and validates config text as if it had been read from `path`
@@ -325,12 +357,106 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, r)| self.issuer(i, r))
             .collect();
+        let revocation = raw.revocation.map(|r| self.path(&r.file));
+        let audit = raw.audit.map(|a| self.audit(a));
         Config {
             server,
             telemetry,
             cache,
             issuers,
+            revocation,
+            audit,
             warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn audit(&mut self, raw: raw::Audit) -> Audit {
+        let at = FieldPath::at("audit");
+        let output = match raw.output.as_str() {
+            "stdout" => {
+                for (set, field) in [
+                    (raw.file.is_some(), "file"),
+                    (raw.max_file_bytes.is_some(), "max_file_bytes"),
+                    (raw.max_files.is_some(), "max_files"),
+                ] {
+                    if set {
+                        self.problem(&at.field(field), "is for output: file");
+                    }
+                }
+                AuditOutput::Stdout
+            }
+            "file" => {
+                let path = match &raw.file {
+                    Some(p) => self.path(p),
+                    None => {
+                        self.problem(
+                            &at.field("file"),
+                            "output: file needs file: the path the audit lines are written to",
+                        );
+                        PathBuf::new()
+                    }
+                };
+                let max_bytes = raw.max_file_bytes.unwrap_or(DEFAULT_AUDIT_MAX_FILE_BYTES);
+                if max_bytes < 64 * 1024 {
+                    self.problem(
+                        &at.field("max_file_bytes"),
+                        "must be at least 65536: a file is rotated when it would grow past it",
+                    );
+                }
+                let max_files = raw.max_files.unwrap_or(DEFAULT_AUDIT_MAX_FILES);
+                if !(1..=100).contains(&max_files) {
+                    self.problem(
+                        &at.field("max_files"),
+                        "must be between 1 and 100: how many rotated files are kept",
+                    );
+                }
+                AuditOutput::File {
+                    path,
+                    max_bytes,
+                    max_files,
+                }
+            }
+            other => {
+                self.problem(
+                    &at.field("output"),
+                    format!("{other:?} is not an audit output: use stdout or file"),
+                );
+                AuditOutput::Stdout
+            }
+        };
+        let salt_file = match (raw.identities.as_deref(), &raw.salt_file) {
+            (None | Some("clear"), None) => None,
+            (None | Some("clear"), Some(_)) => {
+                self.problem(
+                    &at.field("salt_file"),
+                    "is for identities: hashed; with clear identities nothing is hashed",
+                );
+                None
+            }
+            (Some("hashed"), Some(p)) => Some(self.path(p)),
+            (Some("hashed"), None) => {
+                self.problem(
+                    &at.field("salt_file"),
+                    "identities: hashed needs salt_file: a file of at least 16 secret bytes, so the hashes cannot be reversed by trying names",
+                );
+                None
+            }
+            (Some(other), _) => {
+                self.problem(
+                    &at.field("identities"),
+                    format!("{other:?} is not a choice: use clear or hashed"),
+                );
+                None
+            }
+        };
+        let queue = raw.queue.unwrap_or(DEFAULT_AUDIT_QUEUE);
+        if !(16..=1_048_576).contains(&queue) {
+            self.problem(&at.field("queue"), "must be between 16 and 1048576");
+        }
+        Audit {
+            output,
+            salt_file,
+            queue,
         }
     }
 
@@ -685,6 +811,18 @@ impl Validator {
             None => self.max_key_age,
         };
 
+        let max_token_lifetime = raw.max_token_lifetime.as_deref().map(|v| {
+            let field = at.field("max_token_lifetime");
+            let d = self.duration(&field, Some(v), Duration::ZERO);
+            if d < Duration::from_secs(60) {
+                self.problem(
+                    &field,
+                    "must be at least 1m: tokens whose exp - iat is longer are refused",
+                );
+            }
+            d
+        });
+
         let mut claims = self.claims(&at, &name, kind, raw.claims.unwrap_or_default());
         claims.email_verified_accepts_string = raw.email_verified_accepts_string.unwrap_or(false);
 
@@ -700,6 +838,7 @@ impl Validator {
             trust_implicit_audience: raw.trust_implicit_audience.unwrap_or(true),
             algorithms,
             clock_skew,
+            max_token_lifetime,
             claims,
             keys,
             certificate_authority_file,
@@ -1064,7 +1203,7 @@ enum Space {
     Groups,
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

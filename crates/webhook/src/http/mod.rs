@@ -14,10 +14,9 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
-use crate::review::{ApiError, Reviewer};
+use crate::review::{ApiError, Reviewer, SetupError};
 use crate::tls;
 use kube_authn_common::clock::Clock;
 
@@ -55,7 +54,7 @@ pub enum StartError {
     #[error("TLS: {0}")]
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
-    Issuer(#[from] ClientError),
+    Setup(#[from] SetupError),
 }
 
 pub struct Running {
@@ -75,6 +74,9 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
     let reviewer = Reviewer::from_config(config, clock, &runtime)?;
     let server_tls = tls::server_tls(&config.server.tls, reviewer.metrics.clone())?;
     let mut tasks = vec![tokio::spawn(server_tls.reloader.clone().watch())];
+    if let Some(w) = &reviewer.revocation_watcher {
+        tasks.push(tokio::spawn(w.clone().watch()));
+    }
     for issuer in reviewer.verifier.issuers() {
         if let Some(remote) = &issuer.remote {
             tasks.push(tokio::spawn(remote.clone().refresh_forever()));
@@ -198,6 +200,10 @@ impl Running {
     pub async fn shutdown(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.server.stop(true).await;
+        // Every review has been answered: its audit line is written out
+        // before the process may exit.
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.reviewer.flush_audit()).await;
         self.telemetry.stop(true).await;
         for t in &self.tasks {
             t.abort();
@@ -280,7 +286,11 @@ async fn review(
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        state.reviewer.review_body(&body).await
+        let caller = match req.conn_data::<ClientNames>().map(|n| &n.0) {
+            Some(Ok(names)) => names.first().map(String::as_str),
+            _ => None,
+        };
+        state.reviewer.review_body_from(&body, caller).await
     }
     .await;
     match result {
