@@ -185,10 +185,6 @@ impl RevocationList {
         self.entries.len()
     }
 
-    pub(crate) fn entries(&self) -> &[Entry] {
-        &self.entries
-    }
-
     /// The first entry that refuses this verified token at `now` (Unix
     /// seconds), if any. A handful of hash lookups: the token's hash, the
     /// username, each group, and under the issuer its jti, sub and
