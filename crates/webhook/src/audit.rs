@@ -406,13 +406,23 @@ mod tests {
     fn rotation_shifts_the_numbered_files_and_drops_the_oldest() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("audit.log");
-        for (name, text) in [("audit.log", "0"), ("audit.log.1", "1"), ("audit.log.2", "2")] {
+        for (name, text) in [
+            ("audit.log", "0"),
+            ("audit.log.1", "1"),
+            ("audit.log.2", "2"),
+        ] {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         rotate(&p, 2).unwrap();
         assert!(!p.exists());
-        assert_eq!(std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap(), "0");
-        assert_eq!(std::fs::read_to_string(dir.path().join("audit.log.2")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("audit.log.2")).unwrap(),
+            "1"
+        );
         assert!(!dir.path().join("audit.log.3").exists());
     }
 

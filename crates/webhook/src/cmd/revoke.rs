@@ -90,10 +90,7 @@ pub fn run(args: &Args) -> Result<String, RevokeError> {
         ),
         Err(LoadError::Invalid(e)) => return Err(RevokeError::List(e.to_string())),
         Err(e) => {
-            return Err(RevokeError::List(format!(
-                "{}: {e}",
-                args.list.display()
-            )));
+            return Err(RevokeError::List(format!("{}: {e}", args.list.display())));
         }
     };
     let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
@@ -155,7 +152,11 @@ fn requested(args: &Args, now: i64) -> Result<RawEntry, RevokeError> {
         Some(t) => Some(
             revoke::parse_rfc3339(t)
                 .map(revoke::rfc3339)
-                .ok_or_else(|| usage("--not-before takes an RFC 3339 time such as 2026-12-02T09:30:00Z, or now"))?,
+                .ok_or_else(|| {
+                    usage(
+                        "--not-before takes an RFC 3339 time such as 2026-12-02T09:30:00Z, or now",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -218,9 +219,9 @@ fn expiry(value: &str, now: i64) -> Result<i64, RevokeError> {
         return Ok(t);
     }
     match humantime::parse_duration(value.trim()) {
-        Ok(d) if d >= Duration::from_secs(1) => Ok(now.saturating_add(
-            i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        )),
+        Ok(d) if d >= Duration::from_secs(1) => {
+            Ok(now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        }
         _ => Err(RevokeError::Usage(format!(
             "--expires {value:?} is neither an RFC 3339 time (2026-12-31T00:00:00Z) nor a duration from now (24h, 7d)"
         ))),

@@ -73,8 +73,14 @@ pub(crate) struct RawEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
     Token(TokenHash),
-    Jti { issuer: String, jti: String },
-    Subject { issuer: String, sub: String },
+    Jti {
+        issuer: String,
+        jti: String,
+    },
+    Subject {
+        issuer: String,
+        sub: String,
+    },
     /// A username after mapping, prefix included, from any issuer.
     User(String),
     /// A group after mapping, prefix included, from any issuer.
@@ -518,17 +524,31 @@ entries:
         let p = problems_of(
             "version: 1\nentries:\n  - {user: a, group: b}\n  - {jti: x}\n  - {token_sha256: abcd1234}\n  - {user: u, issuer: dex}\n  - {group: g, expires: tomorrow}\n",
         );
-        assert!(p[0].starts_with("entries[0]: an entry revokes exactly one thing"), "{p:?}");
+        assert!(
+            p[0].starts_with("entries[0]: an entry revokes exactly one thing"),
+            "{p:?}"
+        );
         assert!(p[0].contains("this one gives user, group"), "{p:?}");
-        assert!(p[1].starts_with("entries[1].issuer: jti needs issuer"), "{p:?}");
+        assert!(
+            p[1].starts_with("entries[1].issuer: jti needs issuer"),
+            "{p:?}"
+        );
         assert!(p[2].contains("entries[2].token_sha256"), "{p:?}");
-        assert!(p[2].contains("8-character fingerprint is too short"), "{p:?}");
-        assert!(p[3].starts_with("entries[3].issuer: user takes no issuer"), "{p:?}");
+        assert!(
+            p[2].contains("8-character fingerprint is too short"),
+            "{p:?}"
+        );
+        assert!(
+            p[3].starts_with("entries[3].issuer: user takes no issuer"),
+            "{p:?}"
+        );
         assert!(p[4].starts_with("entries[4].expires"), "{p:?}");
         assert_eq!(p.len(), 5, "{p:?}");
         assert!(problems_of("version: 2\n")[0].starts_with("version: version 2"));
-        assert!(problems_of("version: 1\nentries: [{user: a, colour: red}]\n")[0]
-            .contains("unknown field"));
+        assert!(
+            problems_of("version: 1\nentries: [{user: a, colour: red}]\n")[0]
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -316,7 +316,12 @@ impl IssuerVerifier {
             jti: string("jti"),
             iat,
             username: mapped.user.username.as_str().into(),
-            groups: mapped.user.groups.iter().map(|g| g.as_str().into()).collect(),
+            groups: mapped
+                .user
+                .groups
+                .iter()
+                .map(|g| g.as_str().into())
+                .collect(),
         };
         Ok(Verified {
             identity: Identity {

@@ -13,4 +13,5 @@ mod faults;
 mod http;
 mod keys;
 mod lifecycle;
+mod revoke;
 mod upstream;
