@@ -88,7 +88,7 @@ pub fn run(args: &Args) -> Result<String, RevokeError> {
             },
             Vec::new(),
         ),
-        Err(LoadError::Invalid(e)) => return Err(RevokeError::List(e.to_string())),
+        Err(e @ LoadError::Invalid(_)) => return Err(RevokeError::List(e.to_string())),
         Err(e) => {
             return Err(RevokeError::List(format!("{}: {e}", args.list.display())));
         }
@@ -124,7 +124,7 @@ pub fn run(args: &Args) -> Result<String, RevokeError> {
     let text = serde_norway::to_string(&raw)
         .map_err(|e| RevokeError::List(format!("cannot encode the list: {e}")))?;
     // What is written must be what the webhook will accept.
-    revoke::parse(&text, &args.list).map_err(|e| RevokeError::List(e.to_string()))?;
+    revoke::parse(&text, &args.list).map_err(|e| RevokeError::List(revoke::problems_text(&e)))?;
     write_atomic(&args.list, text.as_bytes(), 0o644, Existing::Replace).map_err(|source| {
         RevokeError::Write {
             path: args.list.clone(),

@@ -12,8 +12,8 @@ use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::prepare::Prepared;
 use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
-use crate::revoke::RevocationList;
 use crate::revoke::watch::{Current, Watcher};
+use crate::revoke::{LoadError, RevocationList};
 use crate::verify::{Identity, IssuerVerifier, Rejection, Verifier, VerifyError, jwt};
 use crate::wire::{ApiVersion, KIND, TokenReviewRequest, TokenReviewResponse, TokenReviewStatus};
 use kube_authn_common::clock::Clock;
@@ -47,7 +47,7 @@ pub enum ApiError {
 pub enum SetupError {
     #[error(transparent)]
     Issuer(#[from] ClientError),
-    #[error("revocation list {0}")]
+    #[error("{0}")]
     Revocation(String),
     #[error("{0}")]
     Audit(String),
@@ -107,7 +107,12 @@ impl Reviewer {
                     metrics.clone(),
                     clock.clone(),
                 )
-                .map_err(|e| SetupError::Revocation(format!("{}: {e}", file.display())))?,
+                .map_err(|e| {
+                    SetupError::Revocation(match e {
+                        LoadError::Invalid(_) => e.to_string(),
+                        LoadError::Read(_) => format!("revocation list {}: {e}", file.display()),
+                    })
+                })?,
             )),
             None => None,
         };

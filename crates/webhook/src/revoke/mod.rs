@@ -301,8 +301,22 @@ pub(crate) fn load(file: &Path) -> Result<(RawList, Vec<Entry>), LoadError> {
 pub(crate) enum LoadError {
     #[error("cannot read: {0}")]
     Read(std::io::Error),
-    #[error("{0}")]
+    #[error("{}", problems_text(.0))]
     Invalid(ConfigError),
+}
+
+/// A list's problems, one a line, under the file's name.
+pub(crate) fn problems_text(e: &ConfigError) -> String {
+    let n = e.problems.len();
+    let mut out = format!(
+        "revocation list {}: {n} problem{}",
+        e.file.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    for p in &e.problems {
+        out.push_str(&format!("\n  - {p}"));
+    }
+    out
 }
 
 impl LoadError {

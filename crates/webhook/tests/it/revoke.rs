@@ -80,22 +80,22 @@ async fn each_kind_of_entry_refuses_the_very_next_review_of_a_cached_token() {
     let mut earlier: Vec<String> = Vec::new();
     for kind in ["token", "jti", "subject", "user", "group", "not_before"] {
         let token = issuer.mint(&person(&issuer, kind));
-        let entry = match kind {
-            "token" => format!("  - {{token_sha256: {}}}", sha256_hex(&token)),
-            "jti" => "  - {issuer: dex, jti: jti-jti}".to_owned(),
-            "subject" => "  - {issuer: dex, sub: sub-subject}".to_owned(),
-            "user" => "  - {user: user@example.com}".to_owned(),
-            "group" => "  - {group: group-group}".to_owned(),
+        let fields = match kind {
+            "token" => format!("token_sha256: {}", sha256_hex(&token)),
+            "jti" => "issuer: dex, jti: jti-jti".to_owned(),
+            "subject" => "issuer: dex, sub: sub-subject".to_owned(),
+            "user" => "user: user@example.com".to_owned(),
+            "group" => "group: group-group".to_owned(),
             // One subject's tokens issued (iat = now) before a minute from now.
             _ => format!(
-                "  - {{issuer: dex, sub: sub-not_before, not_before: \"{}\"}}",
+                "issuer: dex, sub: sub-not_before, not_before: \"{}\"",
                 rfc3339(now + 60)
             ),
         };
         // Verified once, then answered from the cache.
         assert_eq!(h.review(&token).await["status"]["authenticated"], true);
         assert_eq!(h.review(&token).await["status"]["authenticated"], true);
-        publish(&h, &format!("{entry}\n    reason: test {kind}\n")).await;
+        publish(&h, &format!("  - {{{fields}, reason: test {kind}}}\n")).await;
         let hits_before = hits(&h).await;
         assert_rejected(&h.review(&token).await);
         assert_eq!(
