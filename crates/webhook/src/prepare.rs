@@ -99,6 +99,22 @@ fn prepare(config: Config, problems: &mut Problems) -> Prepared {
     if let Some(file) = &config.revocation {
         revocation_list(file, &issuers, problems, &mut warnings);
     }
+    if let Some(config::Audit {
+        output: config::AuditOutput::File { path, .. },
+        ..
+    }) = &config.audit
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        problems.add(
+            &FieldPath::at("audit.file"),
+            format!(
+                "{}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ),
+        );
+    }
     let audit_salt = config
         .audit
         .as_ref()

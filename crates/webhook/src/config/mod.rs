@@ -1288,6 +1288,60 @@ mod tests {
         assert_eq!(remote(&c, 1).max_key_age, Duration::from_secs(3600));
     }
 
+    fn problems(extra: &str) -> Vec<String> {
+        let text = format!(
+            "server: {{tls: {{cert_file: a, key_file: b}}}}\n{extra}issuers:\n  - name: a\n    kind: oidc\n    url: https://a.example.com\n    audiences: [k]\n    max_token_lifetime: 30s\n    claims: {{username: {{claim: email, prefix: \"\"}}, groups: {{claim: groups, prefix: \"\"}}}}\n"
+        );
+        match Config::from_yaml(&text, Path::new("c.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn audit_and_max_token_lifetime_are_validated_with_their_fields() {
+        let p = problems("audit: {output: file, identities: hashed}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.file: output: file needs file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.salt_file: identities: hashed needs salt_file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("issuers[0] (a).max_token_lifetime: must be at least 1m")),
+            "{p:?}"
+        );
+        let p = problems("audit: {output: syslog, salt_file: s, max_files: 3}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.output: \"syslog\" is not an audit output")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.salt_file: is for identities: hashed")),
+            "{p:?}"
+        );
+        let p = problems(
+            "audit: {output: stdout, max_files: 3}\nrevocation: {file: r.yaml, watch: true}\n",
+        );
+        assert!(
+            p.iter().any(|p| p.contains("unknown field `watch`")),
+            "{p:?}"
+        );
+        let p = problems("audit: {output: stdout, max_files: 3}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.max_files: is for output: file")),
+            "{p:?}"
+        );
+    }
+
     #[test]
     fn a_config_that_does_not_parse_says_where() {
         let err = Config::from_yaml("server: [", Path::new("/etc/x/config.yaml")).unwrap_err();
