@@ -565,6 +565,85 @@ entries:
         );
     }
 
+    fn identity(iat: Option<i64>) -> Identity {
+        use crate::verify::TokenFacts;
+        Identity {
+            issuer: Arc::from("dex"),
+            user: serde_json::value::to_raw_value(&serde_json::json!({"username": "jane"}))
+                .unwrap(),
+            token_audiences: vec![],
+            expires_at: u64::MAX,
+            trust_implicit_audience: true,
+            key: Arc::new(crate::keys::VerifyKey::new(
+                None,
+                crate::keys::KeyKind::Hmac,
+                jsonwebtoken::DecodingKey::from_secret(b"k"),
+            )),
+            facts: TokenFacts {
+                alg: jsonwebtoken::Algorithm::RS256,
+                sub: Some("s1".into()),
+                jti: Some("j1".into()),
+                iat,
+                username: "jane".into(),
+                groups: Box::new(["devs".into(), "ops".into()]),
+            },
+        }
+    }
+
+    fn list(entries: &str) -> RevocationList {
+        let (_, e) = parse(&format!("version: 1\nentries:\n{entries}"), Path::new("r")).unwrap();
+        RevocationList::new(e)
+    }
+
+    #[test]
+    fn a_check_finds_the_entry_in_force_and_ignores_expired_ones() {
+        let id = identity(Some(1_000));
+        let hash = [7u8; 32];
+        let kind = |l: &RevocationList, now: u64| l.check(&hash, &id, now).map(|e| e.target.kind());
+        let l = list(
+            "  - {user: jane, expires: \"1970-01-01T00:10:00Z\"}\n  - {user: jane, reason: second}\n",
+        );
+        assert_eq!(
+            l.check(&hash, &id, 10_000).unwrap().reason.as_deref(),
+            Some("second")
+        );
+        let l = list("  - {group: ops, expires: \"1970-01-01T00:10:00Z\"}\n");
+        assert_eq!(kind(&l, 599), Some("group"));
+        assert_eq!(kind(&l, 600), None, "expired at its second");
+        let l = list(&format!("  - {{token_sha256: {}}}\n", hex::encode(hash)));
+        assert_eq!(kind(&l, 0), Some("token"));
+        for (entries, hit) in [
+            ("  - {issuer: dex, jti: j1}\n", true),
+            ("  - {issuer: other, jti: j1}\n", false),
+            ("  - {issuer: dex, sub: s1}\n", true),
+            ("  - {issuer: dex, sub: s2}\n", false),
+            (
+                "  - {issuer: dex, not_before: \"1970-01-01T00:16:41Z\"}\n",
+                true,
+            ),
+            (
+                "  - {issuer: dex, not_before: \"1970-01-01T00:16:40Z\"}\n",
+                false,
+            ),
+            (
+                "  - {issuer: dex, sub: s1, not_before: \"1970-01-01T00:16:41Z\"}\n",
+                true,
+            ),
+            (
+                "  - {issuer: dex, sub: s2, not_before: \"1970-01-01T00:16:41Z\"}\n",
+                false,
+            ),
+            ("  - {user: JANE}\n", false),
+        ] {
+            assert_eq!(kind(&list(entries), 0).is_some(), hit, "{entries}");
+        }
+        // Without iat a token cannot show it is newer than a not-before.
+        let no_iat = identity(None);
+        let l = list("  - {issuer: dex, not_before: \"1970-01-01T00:00:01Z\"}\n");
+        assert!(l.check(&hash, &no_iat, 0).is_some());
+        assert!(RevocationList::default().check(&hash, &id, 0).is_none());
+    }
+
     #[test]
     fn empty_text_is_an_empty_list() {
         let (raw, entries) = parse("  \n", Path::new("r.yaml")).unwrap();
