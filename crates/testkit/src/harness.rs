@@ -36,6 +36,9 @@ pub struct Options {
     pub cache: &'static str,
     pub clock: Clock,
     pub max_body_bytes: usize,
+    /// Top-level config keys (`revocation:`, `audit:`...), each line ending
+    /// in a newline, written before `issuers:`.
+    pub config_extra: String,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             cache: "{max_entries: 1000, max_ttl: 5m, negative_ttl: 10s}",
             clock: Clock::System,
             max_body_bytes: 1024 * 1024,
+            config_extra: String::new(),
         }
     }
 }
@@ -274,8 +278,8 @@ impl Harness {
             ""
         };
         let head = format!(
-            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\nissuers:",
-            opts.max_body_bytes, opts.server_extra, opts.tls_extra, opts.cache
+            "server:\n  listen: 127.0.0.1:0\n  workers: 1\n  max_body_bytes: {}\n{}  tls: {{cert_file: tls.crt, key_file: tls.key{client_ca}{}}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: text}}\ncache: {}\n{}issuers:",
+            opts.max_body_bytes, opts.server_extra, opts.tls_extra, opts.cache, opts.config_extra
         );
         let text = format!("{head}{issuers_yaml}");
         let path = write(dir.path(), "config.yaml", &text);

@@ -70,6 +70,7 @@ fn main() {
         bench_algorithm(&mut c, &rt, alg);
     }
     bench_refused(&mut c, &rt);
+    bench_revocation_and_audit(&mut c, &rt);
     c.final_summary();
     print_ratios(&out_dir);
 }
@@ -97,6 +98,18 @@ struct Fixture {
 }
 
 fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture {
+    fixture_with(rt, alg, cache, "", &[])
+}
+
+/// A fixture whose config has `extra` top-level keys and whose directory
+/// holds `files` (name, contents) before the config is loaded.
+fn fixture_with(
+    rt: &tokio::runtime::Runtime,
+    alg: Algorithm,
+    cache: &str,
+    extra: &str,
+    files: &[(&str, String)],
+) -> Fixture {
     let ca = Ca::new("bench CA", 1).expect("CA");
     let issuer = rt
         .block_on(TestIssuer::start(&ca, alg))
@@ -108,10 +121,13 @@ fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture
     write(dir.path(), "ca.crt", &ca.cert_pem);
     write(dir.path(), "tls.crt", &tls.cert_pem);
     write(dir.path(), "tls.key", &tls.key_pem);
+    for (name, contents) in files {
+        write(dir.path(), name, contents);
+    }
     let config_path = write(
         dir.path(),
         "config.yaml",
-        &config_yaml(issuer.url(), alg, cache),
+        &format!("{extra}{}", config_yaml(issuer.url(), alg, cache)),
     );
     let config = Prepared::load(&config_path).expect("bench config");
 
@@ -378,6 +394,52 @@ fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 }
 
+/// A cache hit with no list, with a 10,000-entry revocation list (none of
+/// whose entries matches: every lookup is made), and with the audit trail on
+/// (to a file): what each adds to the cheapest review there is.
+fn bench_revocation_and_audit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let mut list = String::from("version: 1\nentries:\n");
+    for i in 0..2_500 {
+        list.push_str(&format!(
+            "  - {{token_sha256: {:064x}}}\n  - {{user: user-{i}@example.org}}\n  - {{group: group-{i}}}\n  - {{issuer: dex, sub: sub-{i}}}\n",
+            i
+        ));
+    }
+    let mut group = c.benchmark_group("revocation");
+    for (id, extra) in [
+        ("hit_no_list", ""),
+        ("hit_10k_list", "revocation: {file: revoked.yaml}\n"),
+        (
+            "hit_10k_list_audit_file",
+            "revocation: {file: revoked.yaml}\naudit: {output: file, file: audit.log}\n",
+        ),
+    ] {
+        let f = fixture_with(
+            rt,
+            Algorithm::ES256,
+            CACHE,
+            extra,
+            &[("revoked.yaml", list.clone())],
+        );
+        let r = reviewer(rt, &f.config);
+        let hot = &f.bodies[0];
+        assert!(authenticated(rt, &r, hot), "{id}: the token is not revoked");
+        group.bench_function(id, |b| {
+            mark("revocation", id);
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        black_box(r.review_body(black_box(hot)).await.expect("answer"));
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn mark(group: &str, id: &str) {
     let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
     let entry = (group.to_owned(), id.to_owned());
@@ -425,6 +487,21 @@ fn print_ratios(out_dir: &Path) {
             (Some(r), Some(s)) if s > 0.0 => format!("{:.2}", r / s),
             _ => "-".to_owned(),
         };
+        if g == "revocation" {
+            for (id, what) in [
+                ("hit_no_list", "cache hit, no revocation list"),
+                ("hit_10k_list", "cache hit, 10,000-entry revocation list"),
+                (
+                    "hit_10k_list_audit_file",
+                    "cache hit, 10,000-entry list, audit trail to a file",
+                ),
+            ] {
+                if let Some(ns) = m.get(id) {
+                    println!("{what}: {:.2} us per review", ns / 1000.0);
+                }
+            }
+            continue;
+        }
         if g == "refused" {
             for (id, what) in [
                 (

@@ -1,6 +1,7 @@
 //! kube-authn-webhook: a Kubernetes TokenReview webhook for Dex id_tokens and
 //! Extreme EFA/XCO bearer tokens. `main.rs` only wires these together.
 
+pub(crate) mod audit;
 pub mod cmd;
 pub mod config;
 pub mod http;
@@ -12,6 +13,7 @@ pub mod pki;
 pub mod prepare;
 pub(crate) mod reload;
 pub mod review;
+pub(crate) mod revoke;
 pub mod tls;
 pub mod verify;
 pub mod wire;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kube_authn_common::clock::Clock;
-use kube_authn_webhook::cmd::{certs, demo, explain, kubeconfig};
+use kube_authn_webhook::cmd::{certs, demo, explain, kubeconfig, revoke};
 use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::{http as server, logging};
 
@@ -100,6 +100,11 @@ enum Command {
         #[arg(long)]
         secret_name: Option<String>,
     },
+    /// Add an entry to the revocation list (a token, jti, subject, user,
+    /// group, or a not-before time), take one out (--remove), or print the
+    /// list (--show). The file is replaced atomically; a token is never
+    /// printed or stored, only its SHA-256.
+    Revoke(revoke::Args),
 }
 
 /// EX_CONFIG from sysexits.h: the config is wrong, restarting will not help.
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
             audiences,
         } => ExitCode::from(explain::run(&config, &token_file, &audiences)),
         Command::Demo { once } => run(demo::run(once)),
+        Command::Revoke(args) => report(revoke::run(&args)),
         Command::Certs {
             out,
             server_sans,

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub(crate) issuer_required: IntGaugeVec,
     pub(crate) key_snapshot_loads: IntCounterVec,
     pub(crate) key_snapshot_writes: IntCounterVec,
+    pub(crate) revoked: IntCounterVec,
+    pub(crate) revocation_reloads: IntCounterVec,
+    pub(crate) revocation_entries: IntGauge,
+    pub(crate) revocation_last_success: Gauge,
 }
 
 impl Metrics {
@@ -221,6 +225,32 @@ impl Metrics {
                 &["issuer", "result"],
             )
             .expect("static metric definition"),
+            revoked: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_revoked_total",
+                    "Verified tokens refused by the revocation list, by issuer and entry kind (token, jti, subject, user, group, not_before).",
+                ),
+                &["issuer", "kind"],
+            )
+            .expect("static metric definition"),
+            revocation_reloads: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_revocation_reloads_total",
+                    "Changes to the revocation list file seen on disk, by result (success, error: the last good list stays in use).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
+            revocation_entries: IntGauge::new(
+                "authn_webhook_revocation_entries",
+                "Entries in the revocation list in use (expired ones included until the file drops them).",
+            )
+            .expect("static metric definition"),
+            revocation_last_success: Gauge::new(
+                "authn_webhook_revocation_last_success_timestamp_seconds",
+                "Unix time the revocation list in use was loaded (or found missing at start: an empty list).",
+            )
+            .expect("static metric definition"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -248,6 +278,10 @@ impl Metrics {
             Box::new(m.issuer_required.clone()),
             Box::new(m.key_snapshot_loads.clone()),
             Box::new(m.key_snapshot_writes.clone()),
+            Box::new(m.revoked.clone()),
+            Box::new(m.revocation_reloads.clone()),
+            Box::new(m.revocation_entries.clone()),
+            Box::new(m.revocation_last_success.clone()),
         ];
         for c in collectors {
             m.registry
@@ -273,6 +307,7 @@ impl Metrics {
         }
         for r in ["success", "error"] {
             m.tls_reloads.with_label_values(&[r]);
+            m.revocation_reloads.with_label_values(&[r]);
         }
         for r in ["success", "failure"] {
             m.config_reloads.with_label_values(&[r]);

@@ -30,12 +30,29 @@ pub struct Prepared {
     pub(crate) state_dir: Option<std::path::PathBuf>,
     /// The `openshift-oauth` issuer and the API server client config it uses.
     pub(crate) openshift_oauth: Option<crate::oauth::Prepared>,
+    /// The revocation list file (validated here when it exists; `serve`
+    /// watches it).
+    pub(crate) revocation: Option<std::path::PathBuf>,
+    pub(crate) audit: Option<config::Audit>,
+    pub(crate) audit_salt: Option<Salt>,
     /// Valid settings that weaken a check (e.g. `allow_any_audience`):
     /// `check-config` prints them, `serve` logs them at start.
     pub warnings: Vec<Problem>,
     /// Every file read, the config file first.
     pub(crate) files: FilesRead,
 }
+
+/// The audit trail's salt: never printed, wiped when dropped.
+pub(crate) struct Salt(pub(crate) Zeroizing<Vec<u8>>);
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Salt(..)")
+    }
+}
+
+/// Shorter salts could be found by trying; a trailing newline is not part of it.
+const MIN_SALT_BYTES: usize = 16;
 
 /// An issuer as the verifier takes it.
 #[derive(Debug)]
@@ -212,7 +229,7 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         }
     }
     let mut warnings = config.warnings;
-    let issuers = config
+    let issuers: Vec<Issuer> = config
         .issuers
         .into_iter()
         .filter_map(|spec| issuer(spec, problems, &mut warnings, reader))
@@ -227,6 +244,44 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         }
         crate::oauth::Prepared::load(spec, problems)
     });
+    if let Some(file) = &config.revocation {
+        revocation_list(file, &issuers, problems, &mut warnings);
+    }
+    if let Some(config::Audit {
+        output: config::AuditOutput::File { path, .. },
+        ..
+    }) = &config.audit
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        problems.add(
+            &FieldPath::at("audit.file"),
+            format!(
+                "{}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ),
+        );
+    }
+    let audit_salt = config
+        .audit
+        .as_ref()
+        .and_then(|a| a.salt_file.as_deref())
+        .and_then(|p| {
+            let field = FieldPath::at("audit.salt_file");
+            let mut bytes = Zeroizing::new(reader.read(problems, &field, p)?);
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            if bytes.len() < MIN_SALT_BYTES {
+                problems.add(
+                    &field,
+                    format!("{}: a salt must be at least {MIN_SALT_BYTES} bytes (e.g. head -c 32 /dev/urandom | base64)", p.display()),
+                );
+                return None;
+            }
+            Some(Salt(bytes))
+        });
     Prepared {
         server: config.server,
         telemetry: config.telemetry,
@@ -234,6 +289,9 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         issuers,
         state_dir: config.state_dir,
         openshift_oauth,
+        revocation: config.revocation,
+        audit: config.audit,
+        audit_salt,
         warnings,
         files: FilesRead::default(),
     }
@@ -366,5 +424,41 @@ fn certificate_validity(
         }),
         (None, false) => key.trust_until(u64::try_from(cert.not_after).unwrap_or(0)),
         (None, true) => {}
+    }
+}
+
+/// A list that exists must validate, as `serve` would refuse it; one that
+/// does not exist yet is an empty list. Entries for issuers the config does
+/// not have are warned about: they can never match.
+fn revocation_list(
+    file: &Path,
+    issuers: &[Issuer],
+    problems: &mut Problems,
+    warnings: &mut Vec<Problem>,
+) {
+    let field = FieldPath::at("revocation.file");
+    match crate::revoke::load(file) {
+        Ok((_, entries)) => {
+            for (i, e) in entries.iter().enumerate() {
+                if let Some(name) = e.target.issuer()
+                    && !issuers.iter().any(|iss| iss.spec.name == name)
+                {
+                    warnings.push(Problem {
+                        field: field.clone(),
+                        message: format!(
+                            "{}: entries[{i}] is for issuer {name:?}, which the config does not have: it never applies",
+                            file.display()
+                        ),
+                    });
+                }
+            }
+        }
+        Err(e) if e.is_missing() => {}
+        Err(crate::revoke::LoadError::Invalid(err)) => {
+            for p in err.problems {
+                problems.add(&field, format!("{}: {p}", file.display()));
+            }
+        }
+        Err(e) => problems.add(&field, format!("{}: {e}", file.display())),
     }
 }

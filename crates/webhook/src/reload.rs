@@ -58,6 +58,13 @@ pub(crate) fn hash_label(files: &FilesRead) -> String {
 pub(crate) struct RestartOnly {
     server: config::Server,
     telemetry: config::Telemetry,
+    /// The revocation list's watcher and the audit writer live as long as
+    /// the process (`Reviewer::reloaded` keeps them).
+    revocation: Option<std::path::PathBuf>,
+    audit: Option<config::Audit>,
+    /// Bytes of the audit salt file: a new salt would make the hashes of
+    /// one person differ within one trail.
+    audit_salt: Option<[u8; 32]>,
 }
 
 impl RestartOnly {
@@ -70,6 +77,12 @@ impl RestartOnly {
         RestartOnly {
             server,
             telemetry: config.telemetry.clone(),
+            revocation: config.revocation.clone(),
+            audit: config.audit.clone(),
+            audit_salt: config
+                .audit_salt
+                .as_ref()
+                .map(|s| crate::review::sha256(&s.0)),
         }
     }
 
@@ -110,6 +123,11 @@ impl RestartOnly {
         check(
             self.telemetry.log_format != new.telemetry.log_format,
             "telemetry.log_format",
+        );
+        check(self.revocation != new.revocation, "revocation.file");
+        check(
+            self.audit != new.audit || self.audit_salt != new.audit_salt,
+            "audit",
         );
         out
     }

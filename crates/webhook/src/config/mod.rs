@@ -34,9 +34,36 @@ pub struct Config {
     pub(crate) state_dir: Option<PathBuf>,
     /// The `openshift-oauth` issuer, if one is configured (at most one).
     pub(crate) openshift_oauth: Option<OAuthIssuer>,
+    /// The revocation list's file, watched like the TLS files.
+    pub(crate) revocation: Option<PathBuf>,
+    /// `None`: no audit trail (the default).
+    pub(crate) audit: Option<Audit>,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
+}
+
+/// The audit trail: one JSON line per decision, apart from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Audit {
+    pub(crate) output: AuditOutput,
+    /// Usernames and groups as salted hashes: the salt's file.
+    pub(crate) salt_file: Option<PathBuf>,
+    /// Decisions waiting for the writer thread; a review waits when it is full.
+    pub(crate) queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuditOutput {
+    /// Beside the log on stdout, told apart by `"log_type": "audit"`.
+    Stdout,
+    /// Rotated by size: `file` is renamed to `file.1` (and so on up to
+    /// `max_files`) when it would grow past `max_bytes`.
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+        max_files: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +146,8 @@ pub struct Issuer {
     pub(crate) algorithms: Option<Vec<Algorithm>>,
     /// Leeway on `exp`; `nbf` gets at least `verify::NBF_LEEWAY`.
     pub(crate) clock_skew: Duration,
+    /// Tokens whose `exp - iat` is longer are refused (and tokens without `iat`).
+    pub(crate) max_token_lifetime: Option<Duration>,
     pub(crate) claims: ClaimMapping,
     pub(crate) keys: KeyFiles,
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
@@ -243,6 +272,10 @@ impl RemoteSource {
         }
     }
 }
+
+const DEFAULT_AUDIT_MAX_FILE_BYTES: u64 = 100 * 1024 * 1024;
+const DEFAULT_AUDIT_MAX_FILES: u32 = 5;
+const DEFAULT_AUDIT_QUEUE: usize = 65_536;
 
 impl Config {
     /// Parses and validates config text as if it had been read from `path`
@@ -412,6 +445,8 @@ impl Validator {
                 "must not be empty; leave it out instead",
             );
         }
+        let revocation = raw.revocation.map(|r| self.path(&r.file));
+        let audit = raw.audit.map(|a| self.audit(a));
         Config {
             server,
             telemetry,
@@ -419,7 +454,99 @@ impl Validator {
             issuers,
             state_dir,
             openshift_oauth,
+            revocation,
+            audit,
             warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn audit(&mut self, raw: raw::Audit) -> Audit {
+        let at = FieldPath::at("audit");
+        let output = match raw.output.as_str() {
+            "stdout" => {
+                for (set, field) in [
+                    (raw.file.is_some(), "file"),
+                    (raw.max_file_bytes.is_some(), "max_file_bytes"),
+                    (raw.max_files.is_some(), "max_files"),
+                ] {
+                    if set {
+                        self.problem(&at.field(field), "is for output: file");
+                    }
+                }
+                AuditOutput::Stdout
+            }
+            "file" => {
+                let path = match &raw.file {
+                    Some(p) => self.path(p),
+                    None => {
+                        self.problem(
+                            &at.field("file"),
+                            "output: file needs file: the path the audit lines are written to",
+                        );
+                        PathBuf::new()
+                    }
+                };
+                let max_bytes = raw.max_file_bytes.unwrap_or(DEFAULT_AUDIT_MAX_FILE_BYTES);
+                if max_bytes < 64 * 1024 {
+                    self.problem(
+                        &at.field("max_file_bytes"),
+                        "must be at least 65536: a file is rotated when it would grow past it",
+                    );
+                }
+                let max_files = raw.max_files.unwrap_or(DEFAULT_AUDIT_MAX_FILES);
+                if !(1..=100).contains(&max_files) {
+                    self.problem(
+                        &at.field("max_files"),
+                        "must be between 1 and 100: how many rotated files are kept",
+                    );
+                }
+                AuditOutput::File {
+                    path,
+                    max_bytes,
+                    max_files,
+                }
+            }
+            other => {
+                self.problem(
+                    &at.field("output"),
+                    format!("{other:?} is not an audit output: use stdout or file"),
+                );
+                AuditOutput::Stdout
+            }
+        };
+        let salt_file = match (raw.identities.as_deref(), &raw.salt_file) {
+            (None | Some("clear"), None) => None,
+            (None | Some("clear"), Some(_)) => {
+                self.problem(
+                    &at.field("salt_file"),
+                    "is for identities: hashed; with clear identities nothing is hashed",
+                );
+                None
+            }
+            (Some("hashed"), Some(p)) => Some(self.path(p)),
+            (Some("hashed"), None) => {
+                self.problem(
+                    &at.field("salt_file"),
+                    "identities: hashed needs salt_file: a file of at least 16 secret bytes, so the hashes cannot be reversed by trying names",
+                );
+                None
+            }
+            (Some(other), _) => {
+                self.problem(
+                    &at.field("identities"),
+                    format!("{other:?} is not a choice: use clear or hashed"),
+                );
+                None
+            }
+        };
+        let queue = raw.queue.unwrap_or(DEFAULT_AUDIT_QUEUE);
+        if !(16..=1_048_576).contains(&queue) {
+            self.problem(&at.field("queue"), "must be between 16 and 1048576");
+        }
+        Audit {
+            output,
+            salt_file,
+            queue,
         }
     }
 
@@ -910,6 +1037,18 @@ impl Validator {
             None => self.max_key_age,
         };
 
+        let max_token_lifetime = raw.max_token_lifetime.as_deref().map(|v| {
+            let field = at.field("max_token_lifetime");
+            let d = self.duration(&field, Some(v), Duration::ZERO);
+            if d < Duration::from_secs(60) {
+                self.problem(
+                    &field,
+                    "must be at least 1m: tokens whose exp - iat is longer are refused",
+                );
+            }
+            d
+        });
+
         let mut claims = self.claims(&at, &name, kind, raw.claims.unwrap_or_default());
         claims.email_verified_accepts_string = raw.email_verified_accepts_string.unwrap_or(false);
 
@@ -925,6 +1064,7 @@ impl Validator {
             trust_implicit_audience: raw.trust_implicit_audience.unwrap_or(true),
             algorithms,
             clock_skew,
+            max_token_lifetime,
             claims,
             keys,
             certificate_authority_file,
@@ -1399,7 +1539,7 @@ enum Space {
     Groups,
 }
 
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -1626,6 +1766,60 @@ mod tests {
             ]
         );
         assert!(oauth_config(&format!("{}{}", dex(yes), oauth(yes))).is_ok());
+    }
+
+    fn problems(extra: &str) -> Vec<String> {
+        let text = format!(
+            "server: {{tls: {{cert_file: a, key_file: b}}}}\n{extra}issuers:\n  - name: a\n    kind: oidc\n    url: https://a.example.com\n    audiences: [k]\n    max_token_lifetime: 30s\n    claims: {{username: {{claim: email, prefix: \"\"}}, groups: {{claim: groups, prefix: \"\"}}}}\n"
+        );
+        match Config::from_yaml(&text, Path::new("c.yaml")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn audit_and_max_token_lifetime_are_validated_with_their_fields() {
+        let p = problems("audit: {output: file, identities: hashed}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.file: output: file needs file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.salt_file: identities: hashed needs salt_file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("issuers[0] (a).max_token_lifetime: must be at least 1m")),
+            "{p:?}"
+        );
+        let p = problems("audit: {output: syslog, salt_file: s, max_files: 3}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.output: \"syslog\" is not an audit output")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.salt_file: is for identities: hashed")),
+            "{p:?}"
+        );
+        let p = problems(
+            "audit: {output: stdout, max_files: 3}\nrevocation: {file: r.yaml, watch: true}\n",
+        );
+        assert!(
+            p.iter().any(|p| p.contains("unknown field `watch`")),
+            "{p:?}"
+        );
+        let p = problems("audit: {output: stdout, max_files: 3}\n");
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("audit.max_files: is for output: file")),
+            "{p:?}"
+        );
     }
 
     #[test]

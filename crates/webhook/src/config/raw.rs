@@ -20,6 +20,26 @@ pub(crate) struct Config {
     pub(crate) max_key_age: Option<String>,
     /// Where fetched issuers' last good keys are kept across restarts.
     pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) revocation: Option<Revocation>,
+    pub(crate) audit: Option<Audit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Revocation {
+    pub(crate) file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Audit {
+    pub(crate) output: String,
+    pub(crate) file: Option<PathBuf>,
+    pub(crate) max_file_bytes: Option<u64>,
+    pub(crate) max_files: Option<u32>,
+    pub(crate) identities: Option<String>,
+    pub(crate) salt_file: Option<PathBuf>,
+    pub(crate) queue: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +97,8 @@ pub(crate) struct Issuer {
     pub(crate) jwks_fetch_timeout: Option<String>,
     pub(crate) jwks_min_refetch_interval: Option<String>,
     pub(crate) max_key_age: Option<String>,
+    /// Tokens whose `exp - iat` is longer are refused.
+    pub(crate) max_token_lifetime: Option<String>,
     pub(crate) jwks_hosts: Option<Vec<String>>,
     pub(crate) keys: Option<Keys>,
     pub(crate) claims: Option<Claims>,

@@ -99,6 +99,9 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
     reviewer
         .metrics
         .config_loaded(&crate::reload::hash_label(&config.files), clock.now());
+    if let Some(w) = &reviewer.revocation_watcher {
+        tasks.push(tokio::spawn(w.clone().watch()));
+    }
     let state = Arc::new(AppState {
         metrics: reviewer.metrics.clone(),
         clock: clock.clone(),
@@ -280,6 +283,10 @@ impl Running {
     pub async fn shutdown(&self) {
         self.state.draining.store(true, Ordering::SeqCst);
         self.server.stop(true).await;
+        // Every review has been answered: its audit line is written out
+        // before the process may exit.
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.live.load().reviewer.flush_audit()).await;
         self.telemetry.stop(true).await;
         for t in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             t.abort();
@@ -365,7 +372,11 @@ async fn review(
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        live.reviewer.review_body(&body).await
+        let caller = match req.conn_data::<ClientNames>().map(|n| &n.0) {
+            Some(Ok(names)) => names.first().map(String::as_str),
+            _ => None,
+        };
+        live.reviewer.review_body_from(&body, caller).await
     }
     .await;
     match result {

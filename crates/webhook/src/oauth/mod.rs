@@ -32,7 +32,7 @@ use serde::Deserialize;
 
 use crate::config::{self, Problems};
 use crate::metrics::Metrics;
-use crate::verify::{Identity, Rejection, Verified, VerifyError, encode_user};
+use crate::verify::{Identity, Rejection, TokenFacts, Verified, VerifyError, encode_user};
 use crate::wire::UserInfo;
 
 /// What every OpenShift OAuth access token (and its object's name) starts with.
@@ -471,6 +471,17 @@ impl Lookup {
         if !token.scopes.is_empty() {
             extra.insert(SCOPES_EXTRA.to_owned(), token.scopes);
         }
+        // What the revocation list and the audit trail read: the user's
+        // name and groups; the token's creation stands for `iat`, so a
+        // not-before entry for this issuer logs everyone out.
+        let facts = TokenFacts {
+            alg: None,
+            sub: None,
+            jti: None,
+            iat: Some(created),
+            username: username.into(),
+            groups: groups.iter().map(|g| g.as_str().into()).collect(),
+        };
         let user = encode_user(&UserInfo {
             username: username.to_owned(),
             uid: Some(uid),
@@ -493,6 +504,7 @@ impl Lookup {
                 // apiserver's audiences only (status.audiences empty).
                 trust_implicit_audience: true,
                 key: None,
+                facts,
             },
             dropped_system_groups: dropped,
         })

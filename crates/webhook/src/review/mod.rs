@@ -4,14 +4,17 @@
 pub mod cache;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::audit::{self, Audit, Claimed, Decision};
 use crate::config::UNMATCHED_ISSUER;
 use crate::keys::remote::ClientError;
 use crate::metrics::Metrics;
 use crate::oauth::{self, OAuthVerifier};
 use crate::prepare::Prepared;
 use crate::review::cache::{Lookup, TokenCache, TokenHash, Verdict};
+use crate::revoke::watch::{Current, Watcher};
+use crate::revoke::{LoadError, RevocationList};
 use crate::verify::{
     Identity, IssuerVerifier, Rejection, Trace, Verified, Verifier, VerifyError, jwt,
 };
@@ -42,13 +45,17 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The issuers' clients cannot be set up.
+/// What keeps a `Reviewer` from being built.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error(transparent)]
     Keys(#[from] ClientError),
     #[error(transparent)]
     OpenShiftOAuth(#[from] oauth::ClientError),
+    #[error("{0}")]
+    Revocation(String),
+    #[error("{0}")]
+    Audit(String),
 }
 
 /// One config's way of answering: a reload builds a new one (`reloaded`)
@@ -63,12 +70,21 @@ pub struct Reviewer {
     pub(crate) request_timeout: Duration,
     /// The cache settings `cache` was built with.
     cache_settings: crate::config::Cache,
+    /// The list every review is checked against, cache hits included.
+    pub(crate) revocations: Current,
+    /// Replaces `revocations` when the file changes (`server::start` runs it).
+    pub(crate) revocation_watcher: Option<Arc<Watcher>>,
+    /// One writer for the process: a reload keeps it (see `reloaded`).
+    pub(crate) audit: Option<Arc<Audit>>,
 }
 
 /// What one review came to, before encoding.
 enum Answer {
     Authenticated(Arc<Identity>, Vec<String>),
+    /// Verified, then refused for the requested audiences.
+    Refused(Arc<Identity>, Rejection),
     Rejected(Rejection),
+    Revoked(Arc<Identity>, &'static str, Option<Arc<str>>),
     Unchecked(Arc<Unchecked>),
 }
 
@@ -107,6 +123,34 @@ impl Reviewer {
             Some(p) => Some(Arc::new(OAuthVerifier::new(p, &metrics, &clock, runtime)?)),
             None => None,
         };
+        let watcher = match &config.revocation {
+            Some(file) => Some(Arc::new(
+                Watcher::start(
+                    file.clone(),
+                    config.server.tls.reload_interval,
+                    metrics.clone(),
+                    clock.clone(),
+                )
+                .map_err(|e| {
+                    SetupError::Revocation(match e {
+                        LoadError::Invalid(_) => e.to_string(),
+                        LoadError::Read(_) => format!("revocation list {}: {e}", file.display()),
+                    })
+                })?,
+            )),
+            None => None,
+        };
+        let revocations = watcher.as_ref().map_or_else(
+            || Arc::new(arc_swap::ArcSwap::from_pointee(RevocationList::default())),
+            |w| w.current(),
+        );
+        let audit = match &config.audit {
+            Some(a) => Some(Arc::new(
+                Audit::start(a, config.audit_salt.as_ref().map(|s| s.0.clone()))
+                    .map_err(|e| SetupError::Audit(e.to_string()))?,
+            )),
+            None => None,
+        };
         Ok(Reviewer {
             verifier,
             oauth,
@@ -115,6 +159,9 @@ impl Reviewer {
             clock,
             request_timeout: config.server.request_timeout,
             cache_settings: config.cache.clone(),
+            revocations,
+            revocation_watcher: watcher,
+            audit,
         })
     }
 
@@ -161,11 +208,35 @@ impl Reviewer {
             clock: self.clock.clone(),
             request_timeout: config.server.request_timeout,
             cache_settings: config.cache.clone(),
+            // The list file and the audit writer are the process's: their
+            // settings take effect at the next restart (`reload::RestartOnly`).
+            revocations: self.revocations.clone(),
+            revocation_watcher: self.revocation_watcher.clone(),
+            audit: self.audit.clone(),
         })
+    }
+
+    /// Writes out the audit lines of every review answered so far (drain).
+    pub(crate) fn flush_audit(&self) {
+        if let Some(a) = &self.audit
+            && !a.flush(Duration::from_secs(10))
+        {
+            tracing::error!("the audit trail was not written out within 10s");
+        }
     }
 
     /// Answers a TokenReview request body with the response body.
     pub async fn review_body(&self, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+        self.review_body_from(body, None).await
+    }
+
+    /// `review_body` for a caller known by its client certificate's name
+    /// (the audit trail records it).
+    pub(crate) async fn review_body_from(
+        &self,
+        body: &[u8],
+        caller: Option<&str>,
+    ) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
         let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
         // Neither value is quoted back: it is the caller's input, and this
@@ -191,8 +262,15 @@ impl Reviewer {
                 "spec.token is missing or empty".to_owned(),
             ));
         }
-        self.review_token(version, &spec.token, &spec.audiences, started)
-            .await
+        self.review_token_from(
+            version,
+            &spec.token,
+            &spec.audiences,
+            started,
+            caller,
+            &mut Trace::off(),
+        )
+        .await
     }
 
     /// One review from its token on: the cache or a verification, the
@@ -205,7 +283,7 @@ impl Reviewer {
         audiences: &[String],
         started: Instant,
     ) -> Result<Vec<u8>, ApiError> {
-        self.review_token_traced(version, token, audiences, started, &mut Trace::off())
+        self.review_token_from(version, token, audiences, started, None, &mut Trace::off())
             .await
     }
 
@@ -219,6 +297,19 @@ impl Reviewer {
         started: Instant,
         trace: &mut Trace,
     ) -> Result<Vec<u8>, ApiError> {
+        self.review_token_from(version, token, audiences, started, None, trace)
+            .await
+    }
+
+    async fn review_token_from(
+        &self,
+        version: ApiVersion,
+        token: &str,
+        audiences: &[String],
+        started: Instant,
+        caller: Option<&str>,
+        trace: &mut Trace,
+    ) -> Result<Vec<u8>, ApiError> {
         let hash = sha256(token.as_bytes());
         let now = self.clock.now();
         let (lookup, decided) = self.decide(token, &hash, now, trace).await;
@@ -229,25 +320,41 @@ impl Reviewer {
 
         let mut unknown_iss = None;
         let (issuer, answer) = match decided {
+            // Cached or not, a verified token is checked against the list in
+            // force now: a revocation applies from the very next review.
             Decided::Verdict(Verdict::Authenticated(id)) => (
                 Some(id.issuer.clone()),
-                match trace.step(
-                    "requested audiences",
-                    || {
-                        format!(
-                            "the kube-apiserver asked for {audiences:?}; the token has {:?}{}",
-                            id.token_audiences,
-                            if id.trust_implicit_audience {
-                                " (trust_implicit_audience: the apiserver's own audience is trusted)"
-                            } else {
-                                ""
-                            }
-                        )
+                match self.revocations.load().check(&hash, &id, now) {
+                    Some(entry) => {
+                        let kind = entry.target.kind();
+                        let reason = entry.reason.clone();
+                        self.metrics
+                            .revoked
+                            .with_label_values(&[&id.issuer, kind])
+                            .inc();
+                        trace.note("revocation", || {
+                            format!("revoked by a {kind} entry of the revocation list")
+                        });
+                        Answer::Revoked(id, kind, reason)
+                    }
+                    None => match trace.step(
+                        "requested audiences",
+                        || {
+                            format!(
+                                "the kube-apiserver asked for {audiences:?}; the token has {:?}{}",
+                                id.token_audiences,
+                                if id.trust_implicit_audience {
+                                    " (trust_implicit_audience: the apiserver's own audience is trusted)"
+                                } else {
+                                    ""
+                                }
+                            )
+                        },
+                        id.audiences_for(audiences),
+                    ) {
+                        Ok(auds) => Answer::Authenticated(id, auds),
+                        Err(r) => Answer::Refused(id, r),
                     },
-                    id.audiences_for(audiences),
-                ) {
-                    Ok(auds) => Answer::Authenticated(id, auds),
-                    Err(r) => Answer::Rejected(r),
                 },
             ),
             Decided::Verdict(Verdict::Rejected { issuer, rejection }) => {
@@ -262,7 +369,8 @@ impl Reviewer {
         let issuer_label = issuer.as_deref().unwrap_or(UNMATCHED_ISSUER);
         let (outcome, reason) = match &answer {
             Answer::Authenticated(..) => ("authenticated", "ok"),
-            Answer::Rejected(r) => ("rejected", r.reason()),
+            Answer::Rejected(r) | Answer::Refused(_, r) => ("rejected", r.reason()),
+            Answer::Revoked(..) => ("rejected", Rejection::Revoked.reason()),
             Answer::Unchecked(u) => (u.error.outcome(), u.error.reason()),
         };
         let status = match &answer {
@@ -272,13 +380,15 @@ impl Reviewer {
                 audiences: auds.clone(),
                 error: None,
             },
-            Answer::Rejected(_) => TokenReviewStatus::default(),
+            Answer::Rejected(_) | Answer::Refused(..) | Answer::Revoked(..) => {
+                TokenReviewStatus::default()
+            }
             Answer::Unchecked(u) => TokenReviewStatus {
                 error: Some(u.error.to_string()),
                 ..TokenReviewStatus::default()
             },
         };
-        let token = fingerprint(&hash);
+        let print = fingerprint(&hash);
         let body = serde_json::to_vec(&TokenReviewResponse {
             api_version: version.as_str(),
             kind: KIND,
@@ -288,7 +398,7 @@ impl Reviewer {
             Ok(b) => (Ok(b), outcome, reason),
             // Our own answer, not the caller's request: a server fault.
             Err(e) => {
-                tracing::error!(issuer = issuer_label, token = %token, error = %e, "cannot encode a TokenReview answer");
+                tracing::error!(issuer = issuer_label, token = %print, error = %e, "cannot encode a TokenReview answer");
                 (
                     Err(ApiError::Internal("cannot encode the answer".to_owned())),
                     "error",
@@ -297,6 +407,37 @@ impl Reviewer {
             }
         };
 
+        if let Some(audit) = &self.audit {
+            let (decision, identity, revocation) = match &answer {
+                _ if outcome == "error" && !matches!(answer, Answer::Unchecked(_)) => {
+                    (Decision::CouldNotCheck, None, None)
+                }
+                Answer::Authenticated(id, _) => (Decision::Authenticated, Some(id.clone()), None),
+                Answer::Refused(id, _) => (Decision::Refused, Some(id.clone()), None),
+                Answer::Rejected(_) => (Decision::Refused, None, None),
+                Answer::Revoked(id, kind, why) => (
+                    Decision::Revoked,
+                    Some(id.clone()),
+                    Some((*kind, why.clone())),
+                ),
+                Answer::Unchecked(_) => (Decision::CouldNotCheck, None, None),
+            };
+            audit.record(audit::Event {
+                time: SystemTime::now(),
+                caller: caller.map(Arc::from),
+                issuer: issuer.clone(),
+                // Only a token that was not verified is read again, for
+                // what it claims to be.
+                claimed: identity.is_none().then(|| Claimed::of(token)).flatten(),
+                identity,
+                decision,
+                reason,
+                revocation,
+                cache: lookup.label(),
+                api_version: version.short(),
+                token: hash,
+            });
+        }
         let elapsed = started.elapsed();
         self.metrics
             .tokenreviews
@@ -312,18 +453,18 @@ impl Reviewer {
         match &answer {
             Answer::Unchecked(u) => tracing::warn!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
-                latency_us, token = %token, error = %u.error, "tokenreview"
+                latency_us, token = %print, error = %u.error, "tokenreview"
             ),
             // Which iss nobody serves: the first thing to look at when a
             // new issuer's users are refused.
             _ if unknown_iss.is_some() => tracing::info!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
-                latency_us, token = %token, iss = unknown_iss.as_deref().unwrap_or_default(),
+                latency_us, token = %print, iss = unknown_iss.as_deref().unwrap_or_default(),
                 "tokenreview"
             ),
             _ => tracing::info!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
-                latency_us, token = %token, "tokenreview"
+                latency_us, token = %print, "tokenreview"
             ),
         }
         body

@@ -75,6 +75,11 @@ pub(crate) enum Rejection {
     UserNotFound,
     #[error("the OAuth access token was issued to another user of that name (UID differs)")]
     UserUidMismatch,
+    #[error("token lifetime (exp - iat) is longer than the issuer's max_token_lifetime")]
+    LifetimeTooLong,
+    /// Verified, and refused by the revocation list.
+    #[error("token revoked")]
+    Revoked,
 }
 
 impl Rejection {
@@ -100,6 +105,8 @@ impl Rejection {
             Rejection::TokenInactive => "token_inactive",
             Rejection::UserNotFound => "user_not_found",
             Rejection::UserUidMismatch => "user_uid_mismatch",
+            Rejection::LifetimeTooLong => "token_lifetime_too_long",
+            Rejection::Revoked => "revoked",
         }
     }
 }
@@ -160,6 +167,24 @@ pub(crate) struct Identity {
     /// (withdrawn by the issuer, past `max_key_age`, certificate expired).
     /// `None` for an identity looked up rather than verified (openshift-oauth).
     pub(crate) key: Option<Arc<VerifyKey>>,
+    /// What the revocation check and the audit trail read, kept so a cache
+    /// hit is checked without decoding `user` again.
+    pub(crate) facts: TokenFacts,
+}
+
+/// A verified token's claims the revocation list can name, and its `alg`.
+#[derive(Debug)]
+pub(crate) struct TokenFacts {
+    /// `None` for an identity looked up rather than verified.
+    pub(crate) alg: Option<Algorithm>,
+    pub(crate) sub: Option<Box<str>>,
+    /// Only a string `jti` (RFC 7519 4.1.7); another type is not one a
+    /// list could name, and is ignored as the kube-apiserver ignores it.
+    pub(crate) jti: Option<Box<str>>,
+    pub(crate) iat: Option<i64>,
+    /// After mapping, prefix included: what the answer carries.
+    pub(crate) username: Box<str>,
+    pub(crate) groups: Box<[Box<str>]>,
 }
 
 impl Identity {
@@ -197,6 +222,7 @@ pub struct IssuerVerifier {
     /// whether a token is newer than our last key fetch: `clock_skew` or
     /// `NBF_LEEWAY`, whichever is larger.
     clock_leeway: Duration,
+    max_token_lifetime: Option<Duration>,
     claims: ClaimMapping,
     static_keys: KeySet,
     pub remote: Option<Arc<RemoteKeys>>,
@@ -325,6 +351,14 @@ impl IssuerVerifier {
                 }),
         )?;
         let (exp, iat) = exp;
+        if let Some(max) = self.max_token_lifetime {
+            // Without iat the lifetime is unknown: refused, not assumed short.
+            let iat = iat.ok_or(Rejection::MissingClaim("iat"))?;
+            let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+            if exp.saturating_sub(iat) > max {
+                return Err(Rejection::LifetimeTooLong.into());
+            }
+        }
         // OpenID Connect's sub is a string; go-oidc refuses any other type
         // whatever the mapping.
         if self.kind == IssuerKind::Oidc {
@@ -437,6 +471,23 @@ impl IssuerVerifier {
             }
             s
         });
+        let string = |name: &str| match claims.get(name) {
+            Some(serde_json::Value::String(s)) => Some(s.into_boxed_str()),
+            _ => None,
+        };
+        let facts = TokenFacts {
+            alg: Some(jwt.alg),
+            sub: string("sub"),
+            jti: string("jti"),
+            iat,
+            username: mapped.user.username.as_str().into(),
+            groups: mapped
+                .user
+                .groups
+                .iter()
+                .map(|g| g.as_str().into())
+                .collect(),
+        };
         Ok(Verified {
             identity: Identity {
                 issuer: self.name.clone(),
@@ -445,6 +496,7 @@ impl IssuerVerifier {
                 expires_at: u64::try_from(exp).unwrap_or(0),
                 trust_implicit_audience: self.trust_implicit_audience,
                 key: Some(key),
+                facts,
             },
             dropped_system_groups: dropped,
         })
@@ -602,6 +654,7 @@ impl Verifier {
                 algorithms: p.algorithms.clone(),
                 exp_leeway: c.clock_skew,
                 clock_leeway: c.clock_skew.max(NBF_LEEWAY),
+                max_token_lifetime: c.max_token_lifetime,
                 claims: c.claims.clone(),
                 static_keys,
                 remote,
@@ -704,6 +757,14 @@ mod tests {
                 keys::KeyKind::Hmac,
                 jsonwebtoken::DecodingKey::from_secret(b"k"),
             ))),
+            facts: TokenFacts {
+                alg: Some(Algorithm::RS256),
+                sub: None,
+                jti: None,
+                iat: None,
+                username: "u".into(),
+                groups: Box::new([]),
+            },
         }
     }
 

@@ -18,4 +18,5 @@ mod oauth;
 mod packaging;
 mod readiness;
 mod reload;
+mod revoke;
 mod upstream;
