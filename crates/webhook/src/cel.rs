@@ -26,11 +26,12 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, LazyLock};
 
+pub(crate) use cel::Value;
 use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr as Node, operators};
 use cel::common::types;
 use cel::common::value::CowVal;
 use cel::objects::{Key, Map};
-use cel::{Context, Env, ExecutionError, IdedExpr, Value};
+use cel::{Context, Env, ExecutionError, IdedExpr};
 use serde_json::Value as Json;
 
 /// Per evaluation; cel-go's per-call limit in the kube-apiserver is 1e6 too.

@@ -1,6 +1,7 @@
 //! kube-authn-webhook: a Kubernetes TokenReview webhook for Dex id_tokens and
 //! Extreme EFA/XCO bearer tokens. `main.rs` only wires these together.
 
+pub(crate) mod authcfg;
 pub(crate) mod cel;
 pub mod cmd;
 pub mod config;

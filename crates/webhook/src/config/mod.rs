@@ -17,8 +17,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
 
+use crate::cel;
 use crate::keys::remote;
-use crate::verify::claims::{ClaimMapping, ClaimPath};
+use crate::verify::claims::{ClaimMapping, ClaimPath, Source};
 
 /// Issuer name used in metrics and logs for tokens no issuer claims.
 pub(crate) const UNMATCHED_ISSUER: &str = "unmatched";
@@ -29,6 +30,11 @@ pub struct Config {
     pub(crate) telemetry: Telemetry,
     pub(crate) cache: Cache,
     pub(crate) issuers: Vec<Issuer>,
+    /// AuthenticationConfiguration files: as written, and where they are.
+    /// `prepare` reads them; their `jwt[]` entries join `issuers`.
+    pub(crate) authentication_config_files: Vec<(String, PathBuf)>,
+    /// The top-level `max_key_age`, for those files' issuers.
+    pub(crate) max_key_age: Duration,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
@@ -118,6 +124,9 @@ pub struct Issuer {
     pub(crate) keys: KeyFiles,
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
     pub(crate) certificate_authority_file: Option<PathBuf>,
+    /// The same, written inline (an AuthenticationConfiguration's
+    /// `certificateAuthority`).
+    pub(crate) certificate_authority_data: Option<Vec<u8>>,
     pub(crate) remote: Option<RemoteKeys>,
     /// Where the issuer is in the file, for problems found when its files
     /// are read.
@@ -150,8 +159,12 @@ pub(crate) struct RemoteKeys {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RemoteSource {
     /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    /// `discovery_url` instead of the well-known path under the issuer
+    /// (an AuthenticationConfiguration's `discoveryURL`); the document must
+    /// still name `issuer`.
     Discovery {
         issuer: String,
+        discovery_url: Option<String>,
     },
     Jwks {
         url: String,
@@ -171,12 +184,12 @@ const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// None on `exp`, as the kube-apiserver's own OIDC authenticator.
 const DEFAULT_CLOCK_SKEW: Duration = Duration::ZERO;
-const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
 const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 impl Config {
     /// Parses and validates config text as if it had been read from `path`
@@ -309,8 +322,19 @@ impl Validator {
                 "must differ from server.listen: the telemetry port is plain HTTP",
             );
         }
-        if raw.issuers.is_empty() {
-            self.problem(&FieldPath::at("issuers"), "at least one issuer is needed");
+        let authentication_config_files: Vec<(String, PathBuf)> = raw
+            .authentication_config_files
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.display().to_string(), self.path(&p)))
+            .collect();
+        // With AuthenticationConfiguration files, `prepare` counts their
+        // issuers too.
+        if raw.issuers.is_empty() && authentication_config_files.is_empty() {
+            self.problem(
+                &FieldPath::at("issuers"),
+                "at least one issuer is needed (in issuers, or in authentication_config_files)",
+            );
         }
         self.distinct_issuers(&raw.issuers);
         self.separate_identities(&raw.issuers);
@@ -330,6 +354,8 @@ impl Validator {
             telemetry,
             cache,
             issuers,
+            authentication_config_files,
+            max_key_age: self.max_key_age,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -593,7 +619,10 @@ impl Validator {
                 }
                 let source = match (&raw.jwks_url, &url) {
                     (Some(j), _) => Some(RemoteSource::Jwks { url: j.clone() }),
-                    (None, Some(u)) => Some(RemoteSource::Discovery { issuer: u.clone() }),
+                    (None, Some(u)) => Some(RemoteSource::Discovery {
+                        issuer: u.clone(),
+                        discovery_url: None,
+                    }),
                     (None, None) => None,
                 };
                 (KeyFiles::default(), source)
@@ -703,6 +732,7 @@ impl Validator {
             claims,
             keys,
             certificate_authority_file,
+            certificate_authority_data: None,
             field: at,
             remote: remote_source.map(|source| RemoteKeys {
                 source,
@@ -876,7 +906,7 @@ impl Validator {
         // uid unless the config says otherwise. EFA tokens need not carry
         // sub, so an efa issuer has a uid only when claims.uid names one.
         let uid = match (raw.uid, kind) {
-            (None, IssuerKind::Efa) => Vec::new(),
+            (None, IssuerKind::Efa) => Source::none(),
             (raw_uid, _) => {
                 let (uid, uid_prefix) = self.claim_ref(&at.field("uid"), raw_uid, &["sub"]);
                 if uid_prefix.is_some_and(|p| !p.is_empty()) {
@@ -896,29 +926,41 @@ impl Validator {
                 continue;
             }
             match ClaimPath::parse(&path) {
-                Some(p) => extra.push((key, p)),
+                Some(p) => extra.push((key, Source::Claims(vec![p]))),
                 None => self.problem(field, format!("{path:?} is not a claim path")),
             }
         }
         ClaimMapping {
-            username,
-            username_prefix,
-            groups,
-            groups_prefix,
-            uid,
             extra,
-            email_verified_accepts_string: false,
+            ..ClaimMapping::of_claims_source(username, username_prefix, groups, groups_prefix, uid)
         }
     }
 
-    /// The claim paths (or `default`) and the prefix as written, if it was.
+    /// The claim paths (or `default`), or the expression, and the prefix as
+    /// written, if it was.
     fn claim_ref(
         &mut self,
         field: &FieldPath,
         raw: Option<raw::ClaimRef>,
         default: &[&str],
-    ) -> (Vec<ClaimPath>, Option<String>) {
+    ) -> (Source, Option<String>) {
         let raw = raw.unwrap_or_default();
+        if let Some(source) = raw.expression {
+            if raw.claim.is_some() || raw.claims.is_some() || raw.prefix.is_some() {
+                self.problem(
+                    field,
+                    "set expression, or claim/claims with prefix, not both: an expression writes the whole value",
+                );
+            }
+            let expression = match cel::compile(&source, cel::Var::Claims, cel::Want::Any) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.problem(&field.field("expression"), e);
+                    return (Source::none(), Some(String::new()));
+                }
+            };
+            return (Source::Expression(expression), Some(String::new()));
+        }
         let names: Vec<String> = match (raw.claim, raw.claims) {
             (Some(_), Some(_)) => {
                 self.problem(field, "set claim or claims, not both");
@@ -946,7 +988,7 @@ impl Validator {
                 format!("{prefix:?} could produce a name starting with system:, which Kubernetes reserves for its own components"),
             );
         }
-        (paths, raw.prefix)
+        (Source::Claims(paths), raw.prefix)
     }
 
     /// The username and groups prefixes must be written, even when empty:
@@ -956,13 +998,16 @@ impl Validator {
         claims_at: &FieldPath,
         role: &str,
         prefix: Option<String>,
-        claims: &[ClaimPath],
+        source: &Source,
         issuer: &str,
     ) -> String {
         if let Some(p) = prefix {
             return p;
         }
-        let claims: Vec<String> = claims.iter().map(ToString::to_string).collect();
+        let claims: Vec<String> = match source {
+            Source::Claims(paths) => paths.iter().map(ToString::to_string).collect(),
+            Source::Expression(_) => Vec::new(),
+        };
         self.problem(
             &claims_at.field(role).field("prefix"),
             format!(

@@ -536,9 +536,13 @@ async fn fetch_keys(
     let jwks_uri = match (source, cached_uri) {
         (RemoteSource::Jwks { url }, _) => url.clone(),
         (RemoteSource::Discovery { .. }, Some(uri)) => uri,
-        (RemoteSource::Discovery { issuer }, None) => {
-            discover(client, issuer, hosts, limits).await?
-        }
+        (
+            RemoteSource::Discovery {
+                issuer,
+                discovery_url,
+            },
+            None,
+        ) => discover(client, issuer, discovery_url.as_deref(), hosts, limits).await?,
     };
     let (body, max_age) = get_bounded(client, &jwks_uri, limits).await?;
     let (keys, skipped) = keys::from_jwks(&body).map_err(FetchError::Invalid)?;
@@ -557,12 +561,18 @@ async fn fetch_keys(
 async fn discover(
     client: &reqwest::Client,
     issuer: &str,
+    discovery_url: Option<&str>,
     hosts: &[String],
     limits: Limits,
 ) -> Result<String, FetchError> {
-    let url = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
+    let url = discovery_url.map_or_else(
+        || {
+            format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            )
+        },
+        str::to_owned,
     );
     let (body, _) = get_bounded(client, &url, limits).await?;
     let metadata: Discovery = serde_json::from_slice(&body)

@@ -204,6 +204,16 @@ impl Reviewer {
                 issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %token, error = %u.error, "tokenreview"
             ),
+            // A rule's message or a CEL error says which rule: the reason
+            // label alone would not.
+            Answer::Rejected(
+                r @ (Rejection::ClaimValidationFailed(_)
+                | Rejection::UserValidationFailed(_)
+                | Rejection::CelError(_)),
+            ) => tracing::info!(
+                issuer = issuer_label, outcome, reason, cache, api_version,
+                latency_us, token = %token, detail = %r, "tokenreview"
+            ),
             _ => tracing::info!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %token, "tokenreview"
