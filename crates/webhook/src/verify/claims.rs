@@ -191,10 +191,6 @@ impl ClaimMapping {
                 }
             }
         };
-        if username.starts_with("system:") {
-            return Err(Rejection::SystemUsername);
-        }
-
         let names: Vec<String> = match &self.groups {
             Source::Claims(paths) => group_names(paths, claims)?
                 .into_iter()
@@ -206,15 +202,6 @@ impl ClaimMapping {
                     .ok_or_else(|| cel_error(what, "must return a string or a list of strings"))?
             }
         };
-        let mut groups = Vec::new();
-        let mut dropped = 0;
-        for g in names {
-            if g.starts_with("system:") {
-                dropped += 1;
-            } else {
-                groups.push(g);
-            }
-        }
 
         let uid = match &self.uid {
             Source::Claims(paths) => uid(paths, claims)?,
@@ -247,13 +234,22 @@ impl ClaimMapping {
             }
         }
 
-        let user = UserInfo {
+        let mut user = UserInfo {
             username,
             uid,
-            groups,
+            groups: names,
             extra,
         };
+        // The rules see the user as mapped, as upstream's do (so a rule
+        // refusing system: names gives its message); what Kubernetes
+        // reserves is refused or left out after.
         self.user_rules(&user)?;
+        if user.username.starts_with("system:") {
+            return Err(Rejection::SystemUsername);
+        }
+        let before = user.groups.len();
+        user.groups.retain(|g| !g.starts_with("system:"));
+        let dropped = before - user.groups.len();
         Ok(Mapped {
             user,
             dropped_system_groups: dropped,
