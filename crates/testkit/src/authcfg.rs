@@ -117,8 +117,11 @@ pub fn base_claims(url: &str, now: u64) -> Value {
     })
 }
 
-/// The claim edits of the corpus: name, and what to set (`None` removes).
-pub fn claim_edits(now: u64) -> Vec<(&'static str, Vec<(&'static str, Option<Value>)>)> {
+/// Claims to set on a token (`None` removes the claim).
+pub type Edits = Vec<(&'static str, Option<Value>)>;
+
+/// The claim edits of the corpus, by name.
+pub fn claim_edits(now: u64) -> Vec<(&'static str, Edits)> {
     let n = now as i64;
     let set = |k: &'static str, v: Value| vec![(k, Some(v))];
     let del = |k: &'static str| vec![(k, None)];
