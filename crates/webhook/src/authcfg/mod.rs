@@ -589,6 +589,454 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::Rejection;
+    use crate::wire::UserInfo;
+    use serde_json::{Value, json};
+
+    const URL: &str = "https://example.com";
+
+    fn file(issuer: &str, rest: &str) -> String {
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n- issuer:\n{issuer}{rest}"
+        )
+    }
+
+    fn issuer_block() -> String {
+        format!("    url: {URL}\n    audiences: [kubernetes]\n")
+    }
+
+    fn load(text: &str) -> Result<(Vec<config::Issuer>, Vec<Problem>), Vec<String>> {
+        let mut problems = Problems::default();
+        let mut warnings = Vec::new();
+        let defaults = Defaults {
+            max_key_age: std::time::Duration::from_secs(3600),
+        };
+        let out = issuers(text, "auth.yaml", &defaults, &mut problems, &mut warnings);
+        match problems.or_value((), std::path::Path::new("c.yaml")) {
+            Ok(()) => Ok((out, warnings)),
+            Err(e) => Err(e.problems.iter().map(ToString::to_string).collect()),
+        }
+    }
+
+    fn map(rest: &str, claims: Value) -> Result<UserInfo, Rejection> {
+        let (issuers, _) = load(&file(&issuer_block(), rest)).unwrap();
+        let c = claims.as_object().unwrap().clone();
+        issuers[0].claims.map(&c).map(|m| m.user)
+    }
+
+    /// The claims of the documentation's "valid token" example.
+    fn doc_claims() -> Value {
+        json!({
+            "aud": "kubernetes",
+            "exp": 1703232949,
+            "iat": 1701107233,
+            "iss": "https://example.com",
+            "jti": "7c337942807e73caa2c30c868ac0ce910bce02ddcbfebe8c23b8b5f27ad62873",
+            "nbf": 1701107233,
+            "roles": "user,admin",
+            "sub": "authentication",
+            "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db4a",
+            "username": "foo"
+        })
+    }
+
+    const DOC_MAPPINGS: &str = r#"  claimMappings:
+    username:
+      expression: 'claims.username + ":external-user"'
+    groups:
+      expression: 'claims.roles.split(",")'
+    uid:
+      expression: 'claims.sub'
+    extra:
+    - key: 'example.com/tenant'
+      valueExpression: 'claims.tenant'
+"#;
+
+    /// Every AuthenticationConfiguration example of the upstream
+    /// documentation (structured authentication configuration, "JWT
+    /// authenticator" and its "Examples" tabs), config and claims to user
+    /// or refusal.
+    #[test]
+    fn golden_the_upstream_documentation_examples() {
+        let user_rules = r#"  userValidationRules:
+  - expression: "!user.username.startsWith('system:')"
+    message: 'username cannot used reserved system: prefix'
+  - expression: "user.groups.all(group, !group.startsWith('system:'))"
+    message: 'groups cannot used reserved system: prefix'
+"#;
+        // "Valid token".
+        let user = map(&format!("{DOC_MAPPINGS}{user_rules}"), doc_claims()).unwrap();
+        assert_eq!(user.username, "foo:external-user");
+        assert_eq!(user.uid.as_deref(), Some("authentication"));
+        assert_eq!(user.groups, ["user", "admin"]);
+        assert_eq!(
+            user.extra["example.com/tenant"],
+            ["72f988bf-86f1-41af-91ab-2d7cd011db4a"]
+        );
+        // "Fails claim validation": the token has no hd claim.
+        let hd_rule = r#"  claimValidationRules:
+  - expression: 'claims.hd == "example.com"'
+    message: the hd claim must be set to example.com
+"#;
+        let r = map(&format!("{hd_rule}{DOC_MAPPINGS}"), doc_claims()).unwrap_err();
+        assert_eq!(r.reason(), "cel_error", "{r}");
+        let mut c = doc_claims();
+        c["hd"] = json!("example.org");
+        assert_eq!(
+            map(&format!("{hd_rule}{DOC_MAPPINGS}"), c).unwrap_err(),
+            Rejection::ClaimValidationFailed(Arc::from("the hd claim must be set to example.com"))
+        );
+        // "Fails user validation": "system:" + the username.
+        let system = DOC_MAPPINGS.replace(
+            r#"'claims.username + ":external-user"'"#,
+            r#"'"system:" + claims.username'"#,
+        );
+        assert_eq!(
+            map(&format!("{system}{user_rules}"), doc_claims()).unwrap_err(),
+            Rejection::UserValidationFailed(Arc::from(
+                "username cannot used reserved system: prefix"
+            ))
+        );
+        // The reference example's rules: a required claim, and the token's
+        // lifetime (this one lives 24 days).
+        let reference = r#"  claimValidationRules:
+  - claim: hd
+    requiredValue: example.com
+  - expression: 'claims.exp - claims.nbf <= 86400'
+    message: total token lifetime must not exceed 24 hours
+"#;
+        let mut c = doc_claims();
+        c["hd"] = json!("example.com");
+        assert_eq!(
+            map(&format!("{reference}{DOC_MAPPINGS}"), c.clone()).unwrap_err(),
+            Rejection::ClaimValidationFailed(Arc::from(
+                "total token lifetime must not exceed 24 hours"
+            ))
+        );
+        c["exp"] = json!(1701107233 + 3600);
+        assert!(map(&format!("{reference}{DOC_MAPPINGS}"), c.clone()).is_ok());
+        c["hd"] = json!("example.org");
+        assert_eq!(
+            map(&format!("{reference}{DOC_MAPPINGS}"), c)
+                .unwrap_err()
+                .reason(),
+            "claim_validation_failed"
+        );
+        // The reference example's note on claims.email: the rule that matches
+        // what username.claim: email does by itself.
+        let email = r#"  claimValidationRules:
+  - expression: 'claims.?email_verified.orValue(true) == true'
+  claimMappings:
+    username:
+      expression: 'claims.email'
+"#;
+        let mut c = doc_claims();
+        c["email"] = json!("jane@example.com");
+        assert_eq!(map(email, c.clone()).unwrap().username, "jane@example.com");
+        c["email_verified"] = json!(false);
+        assert_eq!(
+            map(email, c.clone()).unwrap_err().reason(),
+            "claim_validation_failed"
+        );
+        c["email_verified"] = json!("true");
+        assert_eq!(
+            map(email, c).unwrap_err().reason(),
+            "claim_validation_failed"
+        );
+        // username.claim with a prefix, as --oidc-username-claim/-prefix.
+        let flags = "  claimMappings:\n    username: {claim: sub, prefix: \"oidc:\"}\n    groups: {claim: roles, prefix: \"\"}\n";
+        let user = map(flags, doc_claims()).unwrap();
+        assert_eq!(user.username, "oidc:authentication");
+        assert_eq!(user.groups, ["user,admin"]);
+        assert_eq!(user.uid, None);
+    }
+
+    #[test]
+    fn cel_failures_refuse_the_token_and_never_panic() {
+        let rest = "  claimMappings:\n    username:\n      expression: 'claims.sub'\n    groups:\n      expression: 'dyn(claims.groups).map(g, dyn(claims.groups).map(h, g + h))'\n";
+        let groups: Vec<String> = (0..3000).map(|i| format!("g{i}")).collect();
+        let r = map(rest, json!({"sub": "s", "groups": groups})).unwrap_err();
+        assert_eq!(r.reason(), "cel_error");
+        assert!(r.to_string().contains("cost limit"), "{r}");
+        for (expr, claims) in [
+            ("claims.sub", json!({"sub": 7})),
+            ("claims.sub", json!({})),
+            ("claims.sub + 1", json!({"sub": "s"})),
+            ("''", json!({})),
+            (
+                "claims.a / claims.b == 1 ? 'x' : 'y'",
+                json!({"a": 1, "b": 0}),
+            ),
+        ] {
+            let rest = format!("  claimMappings:\n    username:\n      expression: {expr:?}\n");
+            let r = map(&rest, claims.clone()).unwrap_err();
+            assert_eq!(r.reason(), "cel_error", "{expr} on {claims}: {r}");
+        }
+        let rest = "  claimMappings:\n    username: {claim: sub, prefix: \"\"}\n    groups:\n      expression: 'claims.sub'\n    uid:\n      expression: 'claims.n'\n    extra:\n    - key: example.com/x\n      valueExpression: 'claims.x'\n";
+        let ok = json!({"sub": "s", "n": "1", "x": null});
+        let user = map(rest, ok).unwrap();
+        assert_eq!(user.groups, ["s"]);
+        assert!(
+            user.extra.is_empty(),
+            "null and empty extra values are left out"
+        );
+        let r = map(rest, json!({"sub": "s", "n": 1, "x": "v"})).unwrap_err();
+        assert!(
+            r.to_string()
+                .contains("claimMappings.uid.expression: must return a string"),
+            "{r}"
+        );
+        let r = map(rest, json!({"sub": "s", "n": "1", "x": [1]})).unwrap_err();
+        assert!(
+            r.to_string()
+                .contains("claimMappings.extra[example.com/x].valueExpression"),
+            "{r}"
+        );
+    }
+
+    /// One case for every validation rule: where, and what it says.
+    #[test]
+    fn golden_every_validation_rule() {
+        let iss = issuer_block();
+        let user = "  claimMappings:\n    username: {claim: sub, prefix: \"\"}\n";
+        let with_user = |rest: &str| format!("{user}{rest}");
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                file(&iss, user).replace("apiserver.config.k8s.io/v1", "apiserver.config.k8s.io/v1alpha1"),
+                "auth.yaml: apiVersion",
+                "use apiserver.config.k8s.io/v1 or apiserver.config.k8s.io/v1beta1",
+            ),
+            (
+                file(&iss, user).replace("kind: AuthenticationConfiguration", "kind: Other"),
+                "auth.yaml: kind",
+                "must be AuthenticationConfiguration",
+            ),
+            (
+                file(&iss, &with_user("  claimsMapping: {}\n")),
+                "auth.yaml",
+                "unknown field `claimsMapping`",
+            ),
+            (
+                format!(
+                    "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n{}",
+                    (0..65)
+                        .map(|i| format!("- issuer: {{url: 'https://e{i}.example.com', audiences: [k]}}\n  claimMappings: {{username: {{claim: sub, prefix: ''}}}}\n"))
+                        .collect::<String>()
+                ),
+                "auth.yaml: jwt",
+                "has 65 entries: at most 64",
+            ),
+            (file("    audiences: [k]\n", user), "auth.yaml: jwt[0].issuer.url", "is required"),
+            (
+                file("    url: http://example.com\n    audiences: [k]\n", user),
+                "auth.yaml: jwt[0].issuer.url",
+                "URL must use the https scheme",
+            ),
+            (
+                file("    url: https://example.com/?a=b\n    audiences: [k]\n", user),
+                "auth.yaml: jwt[0].issuer.url",
+                "must not contain a query",
+            ),
+            (
+                file("    url: https://u:p@example.com/\n    audiences: [k]\n", user),
+                "auth.yaml: jwt[0].issuer.url",
+                "must not contain a username or password",
+            ),
+            (
+                format!("{}- issuer: {{url: '{URL}', audiences: [k]}}\n{user}", file(&iss, user)),
+                "auth.yaml: jwt[1].issuer.url",
+                "duplicate issuer url",
+            ),
+            (
+                file(&format!("{iss}    discoveryURL: {URL}\n"), user),
+                "auth.yaml: jwt[0].issuer.discoveryURL",
+                "discoveryURL must be different from URL",
+            ),
+            (
+                file(&format!("{iss}    discoveryURL: http://d.example.com/x\n"), user),
+                "auth.yaml: jwt[0].issuer.discoveryURL",
+                "discoveryURL must use the https scheme",
+            ),
+            (
+                format!(
+                    "{}- issuer: {{url: 'https://two.example.com', discoveryURL: 'https://d.example.com/x', audiences: [k]}}\n{user}",
+                    file(&format!("{iss}    discoveryURL: https://d.example.com/x\n"), user)
+                ),
+                "auth.yaml: jwt[1].issuer.discoveryURL",
+                "duplicate discoveryURL",
+            ),
+            (
+                file(&format!("    url: {URL}\n"), user),
+                "auth.yaml: jwt[0].issuer.audiences",
+                "at least one audience is required",
+            ),
+            (
+                file(&format!("    url: {URL}\n    audiences: ['']\n    audienceMatchPolicy: MatchAny\n"), user),
+                "auth.yaml: jwt[0].issuer.audiences[0]",
+                "audience can't be empty",
+            ),
+            (
+                file(&format!("    url: {URL}\n    audiences: [a, a]\n    audienceMatchPolicy: MatchAny\n"), user),
+                "auth.yaml: jwt[0].issuer.audiences[1]",
+                "duplicate audience",
+            ),
+            (
+                file(&format!("    url: {URL}\n    audiences: [a, b]\n"), user),
+                "auth.yaml: jwt[0].issuer.audienceMatchPolicy",
+                "audienceMatchPolicy must be MatchAny for multiple audiences",
+            ),
+            (
+                file(&format!("{iss}    audienceMatchPolicy: MatchAll\n"), user),
+                "auth.yaml: jwt[0].issuer.audienceMatchPolicy",
+                "the only value is MatchAny",
+            ),
+            (
+                file(&format!("{iss}    certificateAuthority: not a PEM\n"), user),
+                "auth.yaml: jwt[0].issuer.certificateAuthority",
+                "",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {claim: hd, expression: 'true'}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[0]",
+                "claim and expression can't both be set",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {message: m}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[0]",
+                "claim or expression is required",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {claim: hd, requiredValue: x, message: m}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[0].message",
+                "message can't be set when claim is set",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {claim: hd, requiredValue: x}\n  - {claim: hd, requiredValue: y}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[1].claim",
+                "duplicate claim",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {expression: 'claims.hd'}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[0].expression",
+                "must evaluate to bool",
+            ),
+            (
+                file(&iss, &with_user("  claimValidationRules:\n  - {expression: 'claims.hd =='}\n")),
+                "auth.yaml: jwt[0].claimValidationRules[0].expression",
+                "compilation failed: ERROR: <input>:1:",
+            ),
+            (
+                file(&iss, "  claimMappings:\n    groups: {claim: g, prefix: ''}\n"),
+                "auth.yaml: jwt[0].claimMappings.username",
+                "claim or expression is required",
+            ),
+            (
+                file(&iss, "  claimMappings:\n    username: {claim: sub, expression: 'claims.sub'}\n"),
+                "auth.yaml: jwt[0].claimMappings.username",
+                "claim and expression can't both be set",
+            ),
+            (
+                file(&iss, "  claimMappings:\n    username: {claim: sub}\n"),
+                "auth.yaml: jwt[0].claimMappings.username.prefix",
+                "prefix is required when claim is set",
+            ),
+            (
+                file(&iss, "  claimMappings:\n    username: {expression: 'claims.sub', prefix: x}\n"),
+                "auth.yaml: jwt[0].claimMappings.username.prefix",
+                "prefix can't be set when expression is set",
+            ),
+            (
+                file(&iss, &format!("{user}    groups: {{prefix: x}}\n")),
+                "auth.yaml: jwt[0].claimMappings.groups.prefix",
+                "prefix can't be set when claim is not set",
+            ),
+            (
+                file(&iss, &format!("{user}    groups: {{claim: g}}\n")),
+                "auth.yaml: jwt[0].claimMappings.groups.prefix",
+                "prefix is required when claim is set",
+            ),
+            (
+                file(&iss, &format!("{user}    uid: {{claim: sub, expression: 'claims.sub'}}\n")),
+                "auth.yaml: jwt[0].claimMappings.uid",
+                "claim and expression can't both be set",
+            ),
+            (
+                file(&iss, &format!("{user}    groups:\n      expression: 'claims.groups.map(g, \"x:\" + g)'\n")),
+                "auth.yaml: jwt[0].claimMappings.groups.expression",
+                "expression of type 'any' cannot be range of a comprehension",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - valueExpression: 'claims.x'\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[0].key",
+                "key is required",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - {{key: nodomain, valueExpression: 'claims.x'}}\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[0].key",
+                "must be a domain-prefixed path",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - {{key: example.com/Upper, valueExpression: 'claims.x'}}\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[0].key",
+                "key must be lowercase",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - {{key: authn.kubernetes.io/x, valueExpression: 'claims.x'}}\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[0].key",
+                "k8s.io, kubernetes.io and their subdomains are reserved",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - {{key: example.com/x, valueExpression: 'claims.x'}}\n    - {{key: example.com/x, valueExpression: 'claims.y'}}\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[1].key",
+                "duplicate key",
+            ),
+            (
+                file(&iss, &format!("{user}    extra:\n    - {{key: example.com/x}}\n")),
+                "auth.yaml: jwt[0].claimMappings.extra[0].valueExpression",
+                "valueExpression is required",
+            ),
+            (
+                file(&iss, &with_user("  userValidationRules:\n  - {message: m}\n")),
+                "auth.yaml: jwt[0].userValidationRules[0].expression",
+                "expression is required",
+            ),
+            (
+                file(&iss, &with_user("  userValidationRules:\n  - {expression: 'user.username'}\n")),
+                "auth.yaml: jwt[0].userValidationRules[0].expression",
+                "must evaluate to bool",
+            ),
+            (
+                file(&iss, &with_user("  userValidationRules:\n  - {expression: \"user.foo == 'x'\"}\n")),
+                "auth.yaml: jwt[0].userValidationRules[0].expression",
+                "undefined field 'foo'",
+            ),
+            (
+                file(&iss, "  claimMappings:\n    username: {expression: 'claims.email'}\n"),
+                "auth.yaml: jwt[0].claimMappings.username.expression",
+                "claims.email_verified must be used in claimMappings.username.expression or claimMappings.extra[*].valueExpression or claimValidationRules[*].expression",
+            ),
+        ];
+        for (text, path, message) in cases {
+            let problems = load(&text).err().unwrap_or_else(|| panic!("valid: {text}"));
+            assert!(
+                problems.iter().any(
+                    |p| p.starts_with(&format!("{path}: ")) && p.contains(message)
+                        || (path == "auth.yaml"
+                            && p.starts_with("auth.yaml: ")
+                            && p.contains(message))
+                ),
+                "want {path}: ...{message}..., got {problems:#?}"
+            );
+        }
+        // Fine: email with email_verified in a rule, or in an extra.
+        for ok in [
+            "  claimValidationRules:\n  - expression: 'claims.?email_verified.orValue(true) == true'\n  claimMappings:\n    username: {expression: 'claims.email'}\n",
+            "  claimMappings:\n    username: {expression: 'claims.email'}\n    extra:\n    - {key: example.com/v, valueExpression: 'string(claims.?email_verified.orValue(true))'}\n",
+            "  claimMappings:\n    username: {expression: 'claims.email_verified ? claims.email : \"\"'}\n",
+        ] {
+            load(&file(&iss, ok)).unwrap_or_else(|p| panic!("{ok}: {p:#?}"));
+        }
+    }
 
     #[test]
     fn names_come_from_the_url() {
