@@ -313,3 +313,143 @@ async fn answers_agree_with_the_kube_apiservers_authentication_config() {
     }
     assert!(wrong.is_empty(), "{}\n\n{table}", wrong.join("\n"));
 }
+
+/// Whether the oracle takes `file`: it exits 2 on a file the kube-apiserver
+/// would refuse, and says `ready` once it has the issuer's keys.
+async fn oracle_accepts(h: &Harness, file: &std::path::Path) -> Result<(), String> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(crate::upstream::oracle_binary())
+        .args(["-listen", "127.0.0.1:0", "-cache-ttl", "0"])
+        .arg("-cert")
+        .arg(h.dir().join("tls.crt"))
+        .arg("-key")
+        .arg(h.dir().join("tls.key"))
+        .arg("-authentication-config")
+        .arg(file)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line == "ready" {
+                return true;
+            }
+            said.push_str(&line);
+            said.push('\n');
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    if ready {
+        return Ok(());
+    }
+    let status = child.wait().await.unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "the oracle failed otherwise: {said}"
+    );
+    Err(said)
+}
+
+/// The apiserver's validation decides which files are valid (CEL type
+/// rules included): each of these is valid for both or invalid for both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_validity_agrees_with_the_kube_apiserver() {
+    let ca = new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let user = "    claimMappings:\n      username: {claim: sub, prefix: \"\"}\n";
+    let groups = |e: &str| format!("{user}      groups:\n        expression: {e:?}\n");
+    let rule = |e: &str| format!("    claimValidationRules:\n    - expression: {e:?}\n{user}");
+    let user_rule = |e: &str| format!("{user}    userValidationRules:\n    - expression: {e:?}\n");
+    let cases: Vec<(String, bool)> = vec![
+        (groups("claims.groups.map(g, 'x:' + g)"), false),
+        (groups("dyn(claims.groups).map(g, 'x:' + g)"), true),
+        (groups("claims['groups'].map(g, g)"), false),
+        (groups("claims.a.b.map(g, g)"), true),
+        (groups("claims.groups.filter(g, g != '')"), false),
+        (groups("[claims.sub].map(s, 'x:' + s)"), true),
+        (groups("claims.roles.split(',')"), true),
+        (groups("claims.sub.lowerAscii()"), true),
+        (groups("nosuchfunction(claims.sub)"), false),
+        (groups("claims.sub +"), false),
+        (groups("claims"), true),
+        (rule("claims.email_verified"), false),
+        (rule("claims.?email_verified.orValue(true)"), false),
+        (rule("claims.?email_verified.orValue(true) == true"), true),
+        (rule("has(claims.x) ? claims.x : false"), false),
+        (rule("has(claims.x) && claims.x == 'y'"), true),
+        (rule("claims.exp - claims.nbf <= 86400"), true),
+        (rule("claims.groups.exists(g, g == 'a')"), false),
+        (rule("dyn(claims.groups).exists(g, g == 'a')"), true),
+        (rule("size(claims.groups) > 0"), true),
+        (rule("'a' in claims.groups"), true),
+        (user_rule("user.username"), false),
+        (user_rule("user.foo == 'x'"), false),
+        (user_rule("user.groups.all(g, !g.startsWith('system:'))"), true),
+        (user_rule("user.extra.size() < 10"), true),
+        (
+            "    claimMappings:\n      username: {expression: 'claims.email'}\n".to_owned(),
+            false,
+        ),
+        (
+            "    claimValidationRules:\n    - expression: 'claims.?email_verified.orValue(true) == true'\n    claimMappings:\n      username: {expression: 'claims.email'}\n".to_owned(),
+            true,
+        ),
+        ("    claimMappings:\n      username: {claim: sub}\n".to_owned(), false),
+        (
+            format!("{user}      extra:\n      - {{key: Example.com/a, valueExpression: 'claims.sub'}}\n"),
+            false,
+        ),
+        (
+            format!("{user}      extra:\n      - {{key: kubernetes.io/a, valueExpression: 'claims.sub'}}\n"),
+            false,
+        ),
+        (
+            format!("{user}      extra:\n      - {{key: example.com/a, valueExpression: 'claims.sub'}}\n"),
+            true,
+        ),
+    ];
+    let h = start(
+        new_ca(),
+        &authcfg::file("v1", issuer.url(), &issuer.ca_pem, authcfg::CONFIGS[0].1),
+    )
+    .await;
+    let mut wrong = Vec::new();
+    for (i, (rest, valid)) in cases.iter().enumerate() {
+        let name = format!("auth-{i}.yaml");
+        write(
+            h.dir(),
+            &name,
+            authcfg::file("v1", issuer.url(), &issuer.ca_pem, rest),
+        );
+        let oracle_file = write(
+            h.dir(),
+            &format!("oracle-{i}.yaml"),
+            authcfg::file("v1beta1", issuer.url(), &issuer.ca_pem, rest),
+        );
+        let config = write(
+            h.dir(),
+            &format!("config-{i}.yaml"),
+            format!(
+                "server: {{tls: {{cert_file: tls.crt, key_file: tls.key}}}}\nauthentication_config_files: [{name}]\n"
+            ),
+        );
+        let ours = Prepared::load(&config)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let theirs = oracle_accepts(&h, &oracle_file).await;
+        if ours.is_ok() != theirs.is_ok() || ours.is_ok() != *valid {
+            wrong.push(format!(
+                "{rest}\n  expected valid={valid}; ours: {ours:?}\n  upstream: {theirs:?}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
