@@ -70,6 +70,7 @@ fn main() {
         bench_algorithm(&mut c, &rt, alg);
     }
     bench_refused(&mut c, &rt);
+    bench_mappings(&mut c, &rt);
     c.final_summary();
     print_ratios(&out_dir);
 }
@@ -97,6 +98,17 @@ struct Fixture {
 }
 
 fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture {
+    fixture_with(rt, alg, cache, None)
+}
+
+/// With `auth`, the issuer is an AuthenticationConfiguration `jwt[]` entry
+/// with these keys (`testkit::authcfg::file`) instead of a native one.
+fn fixture_with(
+    rt: &tokio::runtime::Runtime,
+    alg: Algorithm,
+    cache: &str,
+    auth: Option<&str>,
+) -> Fixture {
     let ca = Ca::new("bench CA", 1).expect("CA");
     let issuer = rt
         .block_on(TestIssuer::start(&ca, alg))
@@ -108,11 +120,20 @@ fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture
     write(dir.path(), "ca.crt", &ca.cert_pem);
     write(dir.path(), "tls.crt", &tls.cert_pem);
     write(dir.path(), "tls.key", &tls.key_pem);
-    let config_path = write(
-        dir.path(),
-        "config.yaml",
-        &config_yaml(issuer.url(), alg, cache),
-    );
+    let text = match auth {
+        None => config_yaml(issuer.url(), alg, cache),
+        Some(rest) => {
+            write(
+                dir.path(),
+                "auth.yaml",
+                &kube_authn_testkit::authcfg::file("v1", issuer.url(), &issuer.ca_pem, rest),
+            );
+            format!(
+                "server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: json}}\ncache: {cache}\nauthentication_config_files: [auth.yaml]\n"
+            )
+        }
+    };
+    let config_path = write(dir.path(), "config.yaml", &text);
     let config = Prepared::load(&config_path).expect("bench config");
 
     let now = unix_now();
@@ -378,6 +399,57 @@ fn bench_refused(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     group.finish();
 }
 
+/// Misses (RS256) mapped three ways: today's native claim mapping, the same
+/// claims from an AuthenticationConfiguration, and two CEL mappings plus a
+/// CEL claim validation rule (issue 10's target: at most +20 % on a miss).
+fn bench_mappings(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    const CLAIMS: &str = "    claimMappings:\n      username: {claim: email, prefix: \"\"}\n      groups: {claim: groups, prefix: \"\"}\n      uid: {claim: sub}\n";
+    const CEL: &str = r#"    claimValidationRules:
+    - expression: 'claims.?email_verified.orValue(true) == true'
+      message: the email must be verified
+    claimMappings:
+      username:
+        expression: 'claims.email'
+      groups:
+        expression: 'dyn(claims.groups).map(g, "oidc:" + g)'
+      uid: {claim: sub}
+"#;
+    let mut group = c.benchmark_group("mapping");
+    for (id, auth) in [
+        ("miss_native_claims", None),
+        ("miss_authcfg_claims", Some(CLAIMS)),
+        ("miss_authcfg_cel", Some(CEL)),
+    ] {
+        let f = fixture_with(rt, Algorithm::RS256, CACHE, auth);
+        let mut r = reviewer(rt, &f.config);
+        assert!(
+            authenticated(rt, &r, &f.bodies[0]),
+            "{id}: must authenticate"
+        );
+        group.bench_function(id, |b| {
+            mark("mapping", id);
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(f.bodies.len());
+                    r.cache = TokenCache::new(&f.config.cache);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for body in &f.bodies[..n] {
+                            black_box(r.review_body(black_box(body)).await.expect("answer"));
+                        }
+                    });
+                    timed += start.elapsed();
+                    left -= n;
+                }
+                timed
+            })
+        });
+    }
+    group.finish();
+}
+
 fn mark(group: &str, id: &str) {
     let mut ran = RAN.lock().unwrap_or_else(|e| e.into_inner());
     let entry = (group.to_owned(), id.to_owned());
@@ -442,6 +514,25 @@ fn print_ratios(out_dir: &Path) {
             ] {
                 if let Some(ns) = m.get(id) {
                     println!("{what}: {:.2} us per review", ns / 1000.0);
+                }
+            }
+            continue;
+        }
+        if g == "mapping" {
+            let base = m.get("miss_native_claims").copied();
+            for id in [
+                "miss_native_claims",
+                "miss_authcfg_claims",
+                "miss_authcfg_cel",
+            ] {
+                if let Some(ns) = m.get(id) {
+                    let vs = base.map_or("-".to_owned(), |b| {
+                        format!("{:+.1} %", (ns / b - 1.0) * 100.0)
+                    });
+                    println!(
+                        "{id}: {:.2} us per review ({vs} vs native claims)",
+                        ns / 1000.0
+                    );
                 }
             }
             continue;
