@@ -170,7 +170,7 @@ impl Expression {
         };
         match catch_unwind(AssertUnwindSafe(run)) {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(describe(&e, &self.source)),
             Err(_) => {
                 BUDGET.with(|b| b.set(0));
                 Err("the CEL evaluator failed on this input".to_owned())
@@ -181,6 +181,44 @@ impl Expression {
     /// Whether the expression reads `claims.<field>` (plain or optional).
     pub(crate) fn reads_claim(&self, field: &str) -> bool {
         reads_claim(&self.node, field)
+    }
+}
+
+/// An evaluation error for the log, without the values cel-rust puts in
+/// some messages: they come from the token's claims, which are never
+/// logged. A missing key is named when the expression itself spells it.
+#[allow(deprecated)]
+fn describe(e: &ExecutionError, source: &str) -> String {
+    use ExecutionError as E;
+    match e {
+        E::InvalidArgumentCount { .. }
+        | E::UnexpectedType { .. }
+        | E::NoSuchOverload(_)
+        | E::UndeclaredReference(_)
+        | E::MissingArgumentOrTarget => e.to_string(),
+        E::NoSuchKey(k) if source.contains(k.as_str()) => format!("no such key: {k}"),
+        E::NoSuchKey(_) => "no such key".to_owned(),
+        E::FunctionError { function, message } if function == "cost" => message.clone(),
+        E::FunctionError { function, .. } => format!("function {function} failed"),
+        E::UnsupportedBinaryOperator(op, a, b) | E::Overflow(op, a, b) => format!(
+            "operator '{op}' cannot take {} and {}",
+            a.type_of(),
+            b.type_of()
+        ),
+        E::ValuesNotComparable(a, b) => {
+            format!("{} cannot be compared to {}", a.type_of(), b.type_of())
+        }
+        E::DivisionByZero(_) | E::RemainderByZero(_) => "division by zero".to_owned(),
+        E::IndexOutOfBounds(_) => "index out of bounds".to_owned(),
+        E::DuplicateKey(_) => "repeated map key".to_owned(),
+        E::UnsupportedIndex(_, _)
+        | E::UnsupportedMapIndex(_)
+        | E::UnsupportedListIndex(_)
+        | E::UnsupportedKeyType(_) => "a value cannot be used as this index".to_owned(),
+        E::UnsupportedTargetType { target } | E::NotSupportedAsMethod { target, .. } => {
+            format!("unsupported on type {}", target.type_of())
+        }
+        _ => "evaluation failed".to_owned(),
     }
 }
 
