@@ -204,8 +204,11 @@ fn check_config_names_the_file_and_the_field() {
     );
 }
 
-fn corpus(issuer: &TestIssuer, now: u64) -> Vec<(String, String)> {
-    let key = issuer.current_key();
+fn corpus(
+    issuer: &TestIssuer,
+    key: &kube_authn_testkit::DevKey,
+    now: u64,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (name, edits) in authcfg::claim_edits(now) {
         let mut c = authcfg::base_claims(issuer.url(), now);
@@ -244,6 +247,26 @@ fn corpus(issuer: &TestIssuer, now: u64) -> Vec<(String, String)> {
     .unwrap();
     out.push(("HS256 under our kid".to_owned(), hs_token));
     out.push(("not a JWT".to_owned(), "garbage".to_owned()));
+    let stranger = kube_authn_testkit::DevKey::generate(Algorithm::RS256).unwrap();
+    let mut stolen = Header::new(Algorithm::RS256);
+    stolen.kid = Some(key.kid.clone());
+    out.push((
+        "a stranger's key under our kid".to_owned(),
+        stranger.sign_with_header(&stolen, &claims),
+    ));
+    // The issuer's second key (ES256), published beside the first.
+    let es = issuer
+        .keys()
+        .into_iter()
+        .find(|k| k.alg == Algorithm::ES256)
+        .unwrap();
+    out.push(("ES256".to_owned(), es.sign(&claims)));
+    let mut no_kid = Header::new(Algorithm::ES256);
+    no_kid.kid = None;
+    out.push((
+        "ES256 without kid".to_owned(),
+        es.sign_with_header(&no_kid, &claims),
+    ));
     out
 }
 
@@ -251,8 +274,10 @@ fn corpus(issuer: &TestIssuer, now: u64) -> Vec<(String, String)> {
 async fn answers_agree_with_the_kube_apiservers_authentication_config() {
     let ca = new_ca();
     let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let rs = issuer.current_key();
+    issuer.rotate(Algorithm::ES256).unwrap();
     let now = unix_now();
-    let tokens = corpus(&issuer, now);
+    let tokens = corpus(&issuer, &rs, now);
     let short = |v: &Value| v.to_string().chars().take(120).collect::<String>();
     let mut wrong = Vec::new();
     let mut table = String::new();
@@ -295,6 +320,11 @@ async fn answers_agree_with_the_kube_apiservers_authentication_config() {
                             && mine != json!("refused"))
                 }
             };
+            // The corpus must reach the mappings: its valid tokens are
+            // authenticated (the ES256 one by the second published key).
+            if ["valid", "ES256", "ES256 without kid"].contains(&name.as_str()) {
+                assert_ne!(mine, json!("refused"), "{config} / {name}");
+            }
             table.push_str(&format!(
                 "{config:<9} {name:<28} {:<9} ours {:<60} upstream {}\n",
                 if held { "ok" } else { "MISMATCH" },
@@ -452,4 +482,51 @@ async fn config_validity_agrees_with_the_kube_apiserver() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Native issuers take the same expressions (one mapping engine): a
+/// username and groups from CEL, a compile error named by its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_issuers_take_cel_expressions() {
+    let ca = new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let native = |username: &str| {
+        format!(
+            r#"
+  - name: dex
+    kind: oidc
+    url: {}
+    certificate_authority_file: ca.crt
+    audiences: [kubernetes]
+    claims:
+      username: {{expression: {username:?}}}
+      groups: {{expression: 'dyn(claims.groups).map(g, "dex:" + g)'}}
+"#,
+            issuer.url()
+        )
+    };
+    let h = Harness::start(ca, &native("claims.email.lowerAscii()"), Options::default()).await;
+    assert!(h.running.wait_ready(Duration::from_secs(10)).await);
+    let mut claims = authcfg::base_claims(issuer.url(), unix_now());
+    claims["email"] = json!("Jane@Example.com");
+    let answer = h.review(&issuer.mint(&claims)).await;
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
+    assert_eq!(answer["status"]["user"]["username"], "jane@example.com");
+    assert_eq!(
+        answer["status"]["user"]["groups"],
+        json!(["dex:developers", "dex:admins"])
+    );
+    let text = format!(
+        "server: {{tls: {{cert_file: tls.crt, key_file: tls.key}}}}\nissuers:{}",
+        native("claims.email +")
+    );
+    let err = Prepared::from_yaml(&text, &h.dir().join("config.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "issuers[0] (dex).claims.username.expression: compilation failed: ERROR: <input>:1:"
+        ),
+        "{err}"
+    );
 }
