@@ -159,6 +159,15 @@ pub fn claim_edits(now: u64) -> Vec<(&'static str, Edits)> {
         ("groups null", set("groups", Value::Null)),
         ("groups missing", del("groups")),
         ("groups nested", set("groups", json!([["a"]]))),
+        (
+            "groups with system:masters",
+            set("groups", json!(["developers", "system:masters"])),
+        ),
+        (
+            "groups with an empty name",
+            set("groups", json!(["developers", ""])),
+        ),
+        ("email empty", set("email", json!(""))),
         ("groups an object", set("groups", json!({"a": "b"}))),
         ("hd other", set("hd", json!("example.org"))),
         ("hd missing", del("hd")),

@@ -390,7 +390,8 @@ fn uid(paths: &[ClaimPath], claims: &Map<String, Value>) -> Result<Option<String
 }
 
 /// A CEL result as strings: a string is one, a list of strings is them;
-/// with `null_is_none` (extra values), `null` and `""` are none.
+/// with `null_is_none` (extra values), `null` and `""` are none, and so is
+/// every `""` in a list.
 fn string_list(v: &cel::Value, null_is_none: bool) -> Option<Vec<String>> {
     match v {
         cel::Value::String(s) if null_is_none && s.is_empty() => Some(Vec::new()),
@@ -398,9 +399,11 @@ fn string_list(v: &cel::Value, null_is_none: bool) -> Option<Vec<String>> {
         cel::Value::Null if null_is_none => Some(Vec::new()),
         cel::Value::List(items) => items
             .iter()
-            .map(|i| match i {
-                cel::Value::String(s) => Some(s.to_string()),
-                _ => None,
+            .filter_map(|i| match i {
+                // Extra values leave out empty strings, as upstream.
+                cel::Value::String(s) if null_is_none && s.is_empty() => None,
+                cel::Value::String(s) => Some(Some(s.to_string())),
+                _ => Some(None),
             })
             .collect(),
         _ => None,

@@ -21,7 +21,26 @@ use crate::upstream::{Oracle, verdict};
 /// The deliberate differences: (config, token or `*` for every token,
 /// what differs). The README's AuthenticationConfiguration section lists
 /// them with the reasons.
-const DIFFERENCES: &[(&str, &str, Difference)] = &[("cel", "*", Difference::SplitGroups)];
+const DIFFERENCES: &[(&str, &str, Difference)] = &[
+    ("cel", "*", Difference::SplitGroups),
+    ("claims", "email empty", Difference::WeRefuse),
+    (
+        "claims",
+        "groups with system:masters",
+        Difference::WeDropGroups,
+    ),
+    (
+        "claims",
+        "groups with an empty name",
+        Difference::WeDropGroups,
+    ),
+    ("prefixes", "groups with system:masters", Difference::Same),
+    (
+        "prefixes",
+        "groups with an empty name",
+        Difference::WeDropGroups,
+    ),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Difference {
@@ -32,6 +51,16 @@ enum Difference {
     /// know the list `split` returns). We give the groups the documentation
     /// shows. Where upstream refuses for another reason, so must we.
     SplitGroups,
+    /// We refuse what upstream accepts: an empty username (as for native
+    /// issuers: an empty name is never a person).
+    WeRefuse,
+    /// Both authenticate; we leave out `system:` groups and empty group
+    /// names (`""`, or with a groups prefix the bare prefix) upstream
+    /// passes through (as for native issuers).
+    WeDropGroups,
+    /// Listed to say it is the same: `oidc:system:masters` is no `system:`
+    /// group.
+    Same,
 }
 
 /// A server whose only issuers come from `auth.yaml`.
@@ -312,6 +341,21 @@ async fn answers_agree_with_the_kube_apiservers_authentication_config() {
                 .map(|(_, _, d)| *d);
             let held = match difference {
                 None => mine == theirs,
+                Some(Difference::WeRefuse) => {
+                    mine == json!("refused") && theirs != json!("refused")
+                }
+                Some(Difference::Same) => mine == theirs,
+                Some(Difference::WeDropGroups) => {
+                    let mut dropped = theirs.clone();
+                    if let Some(g) = dropped["groups"].as_array_mut() {
+                        g.retain(|g| {
+                            g.as_str().is_some_and(|g| {
+                                !g.is_empty() && !g.starts_with("system:") && g != "oidc:"
+                            })
+                        });
+                    }
+                    theirs != json!("refused") && mine == dropped && mine != theirs
+                }
                 Some(Difference::SplitGroups) => {
                     mine == theirs
                         || (raw["status"]["error"]
@@ -529,4 +573,39 @@ async fn native_issuers_take_cel_expressions() {
         ),
         "{err}"
     );
+}
+
+/// `discoveryURL`: the discovery document is read from there (and must
+/// still name the issuer's url).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_url_is_where_the_keys_are_found() {
+    let ca = new_ca();
+    let issuer = TestIssuer::start(&ca, Algorithm::RS256).await.unwrap();
+    let text = authcfg::file("v1", issuer.url(), &issuer.ca_pem, authcfg::CONFIGS[0].1).replace(
+        "      audiences:",
+        &format!(
+            "      discoveryURL: {}/.well-known/openid-configuration?x=1\n      audiences:",
+            issuer.url()
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "auth.yaml", &text);
+    let config = write(
+        dir.path(),
+        "config.yaml",
+        "server: {tls: {cert_file: tls.crt, key_file: tls.key}}\nauthentication_config_files: [auth.yaml]\n",
+    );
+    let err = Prepared::load(&config).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "auth.yaml: jwt[0].issuer.discoveryURL: discoveryURL must not contain a query"
+        ),
+        "{err}"
+    );
+    let h = start(ca, &text.replace("?x=1", "")).await;
+    assert!(h.running.wait_ready(Duration::from_secs(10)).await);
+    assert!(issuer.discovery_fetches() >= 1);
+    let claims = authcfg::base_claims(issuer.url(), unix_now());
+    let answer = h.review_as("v1", &issuer.mint(&claims), &[]).await;
+    assert_eq!(answer["status"]["authenticated"], true, "{answer}");
 }
