@@ -899,6 +899,18 @@ impl Validator {
             self.claim_ref(&at.field("username"), raw.username, default_user);
         let username_prefix =
             self.written_prefix(&at, "username", username_prefix, &username, name);
+        // As the apiserver requires of AuthenticationConfiguration: an
+        // e-mail taken by an expression is not checked for email_verified
+        // unless the expression does it.
+        if let Source::Expression(e) = &username
+            && e.reads_claim("email")
+            && !e.reads_claim("email_verified")
+        {
+            self.problem(
+                &at.field("username").field("expression"),
+                "reads claims.email but not claims.email_verified: check it too, e.g. 'claims.?email_verified.orValue(true) == true ? claims.email : \"\"' (an empty username refuses the token)",
+            );
+        }
         let (groups, groups_prefix) =
             self.claim_ref(&at.field("groups"), raw.groups, default_groups);
         let groups_prefix = self.written_prefix(&at, "groups", groups_prefix, &groups, name);

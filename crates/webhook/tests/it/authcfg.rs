@@ -549,7 +549,12 @@ async fn native_issuers_take_cel_expressions() {
             issuer.url()
         )
     };
-    let h = Harness::start(ca, &native("claims.email.lowerAscii()"), Options::default()).await;
+    let h = Harness::start(
+        ca,
+        &native("claims.?email_verified.orValue(true) == true ? claims.email.lowerAscii() : ''"),
+        Options::default(),
+    )
+    .await;
     assert!(h.running.wait_ready(Duration::from_secs(10)).await);
     let mut claims = authcfg::base_claims(issuer.url(), unix_now());
     claims["email"] = json!("Jane@Example.com");
