@@ -578,6 +578,21 @@ async fn native_issuers_take_cel_expressions() {
         ),
         "{err}"
     );
+    let text = format!(
+        "server: {{tls: {{cert_file: tls.crt, key_file: tls.key}}}}\nissuers:{}",
+        native("claims.email")
+    );
+    let err = Prepared::from_yaml(&text, &h.dir().join("config.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("issuers[0] (dex).claims.username.expression: reads claims.email but not claims.email_verified"),
+        "{err}"
+    );
+    // An unverified e-mail makes the empty username, which is refused.
+    claims["email_verified"] = json!(false);
+    let answer = h.review(&issuer.mint(&claims)).await;
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
 }
 
 /// `discoveryURL`: the discovery document is read from there (and must
