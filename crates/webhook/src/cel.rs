@@ -261,6 +261,29 @@ fn reads_claim(e: &IdedExpr, field: &str) -> bool {
     }
 }
 
+/// For the `cel` fuzz target: compiles `expression` over `claims` (and over
+/// `user`) and evaluates it on `claims_json` when that is a JSON object.
+/// Whatever the input, it returns; an error is an answer, not a failure.
+#[doc(hidden)]
+pub fn fuzz_compile_and_eval(expression: &str, claims_json: &[u8]) {
+    let claims = serde_json::from_slice::<Json>(claims_json)
+        .ok()
+        .filter(Json::is_object);
+    for (var, want) in [
+        (Var::Claims, Want::Any),
+        (Var::Claims, Want::Bool),
+        (Var::User, Want::Bool),
+    ] {
+        let Ok(e) = compile(expression, var, want) else {
+            continue;
+        };
+        let _ = e.reads_claim("email");
+        if let Some(c) = &claims {
+            let _ = e.eval(&from_json(c));
+        }
+    }
+}
+
 // ---- values ----------------------------------------------------------------
 
 /// JSON claims as CEL values, the way the apiserver converts them

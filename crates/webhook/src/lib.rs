@@ -2,7 +2,8 @@
 //! Extreme EFA/XCO bearer tokens. `main.rs` only wires these together.
 
 pub(crate) mod authcfg;
-pub(crate) mod cel;
+#[doc(hidden)]
+pub mod cel;
 pub mod cmd;
 pub mod config;
 pub mod http;
