@@ -28,9 +28,11 @@ use std::sync::{Arc, LazyLock};
 
 pub(crate) use cel::Value;
 use cel::common::ast::{CallExpr, ComprehensionExpr, EntryExpr, Expr as Node, operators};
-use cel::common::types;
-use cel::common::value::CowVal;
-use cel::objects::{Key, Map};
+use cel::common::types::{
+    self, CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString,
+};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, IdedExpr};
 use serde_json::Value as Json;
 
@@ -150,19 +152,22 @@ pub(crate) fn compile(source: &str, var: Var, want: Want) -> Result<Expression, 
 }
 
 impl Expression {
-    /// Evaluates with `value` bound to the expression's variable: the value,
-    /// or why there is none (an error, the budget, a panic in cel-rust).
-    pub(crate) fn eval(&self, value: &Value) -> Result<Value, String> {
+    /// Evaluates with `bound` as the expression's variable: the value, or
+    /// why there is none (an error, the budget, a panic in cel-rust).
+    pub(crate) fn eval(&self, bound: &Bindings<'_>) -> Result<Value, String> {
         let Some(env) = ENV.as_ref() else {
             return Err("the CEL environment could not be built".to_owned());
         };
-        let name = match self.var {
+        let wanted = match self.var {
             Var::Claims => "claims",
             Var::User => "user",
         };
+        if bound.name != wanted {
+            return Err(format!("{wanted} is not bound here"));
+        }
         let run = || {
             let mut ctx = Context::with_env(env.clone());
-            ctx.add_variable_from_value(name, value.clone());
+            ctx.set_variable_resolver(bound);
             BUDGET.with(|b| b.set(COST_LIMIT));
             let out = ctx.resolve(&self.node);
             BUDGET.with(|b| b.set(0));
@@ -278,35 +283,90 @@ pub fn fuzz_compile_and_eval(expression: &str, claims_json: &[u8]) {
             continue;
         };
         let _ = e.reads_claim("email");
-        if let Some(c) = &claims {
-            let _ = e.eval(&from_json(c));
+        if let Some(Json::Object(c)) = &claims {
+            let _ = e.eval(&Bindings::claims(c));
         }
     }
 }
 
 // ---- values ----------------------------------------------------------------
 
-/// JSON claims as CEL values, the way the apiserver converts them
-/// (unstructured JSON: integers are `int`, other numbers `double`).
-pub(crate) fn from_json(v: &Json) -> Value {
-    match v {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(*b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => Value::String(Arc::new(s.clone())),
-        Json::Array(items) => Value::List(Arc::new(items.iter().map(from_json).collect())),
-        Json::Object(m) => object(m.iter().map(|(k, v)| (k.clone(), from_json(v)))),
+/// A variable for one token's evaluations, built once and borrowed by each
+/// (cel-rust would otherwise copy the whole value into every context).
+/// Strings borrow from the claims or the user.
+pub(crate) struct Bindings<'a> {
+    name: &'static str,
+    value: Box<dyn Val + 'a>,
+}
+
+impl VariableResolver for Bindings<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        (variable == self.name).then(|| CowVal::Borrowed(&*self.value))
     }
 }
 
-pub(crate) fn object(entries: impl Iterator<Item = (String, Value)>) -> Value {
-    let map: HashMap<Key, Value> = entries
-        .map(|(k, v)| (Key::String(Arc::new(k)), v))
+impl<'a> Bindings<'a> {
+    /// `claims`: the payload as the apiserver converts it (unstructured
+    /// JSON: integers are `int`, other numbers `double`).
+    pub(crate) fn claims(claims: &'a serde_json::Map<String, Json>) -> Bindings<'a> {
+        Bindings {
+            name: "claims",
+            value: object(claims),
+        }
+    }
+
+    /// `user`: username, uid ("" when none), groups, extra.
+    pub(crate) fn user(user: &'a crate::wire::UserInfo) -> Bindings<'a> {
+        let strings = |v: &'a [String]| -> Box<dyn Val + 'a> {
+            Box::new(CelList::from(
+                v.iter()
+                    .map(|s| Box::new(CelString::from(s.as_str())) as Box<dyn Val + 'a>)
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let mut m: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
+        m.insert(
+            CelMapKey::from("username"),
+            Box::new(CelString::from(user.username.as_str())),
+        );
+        m.insert(
+            CelMapKey::from("uid"),
+            Box::new(CelString::from(user.uid.as_deref().unwrap_or(""))),
+        );
+        m.insert(CelMapKey::from("groups"), strings(&user.groups));
+        let extra: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = user
+            .extra
+            .iter()
+            .map(|(k, v)| (CelMapKey::from(k.as_str()), strings(v)))
+            .collect();
+        m.insert(CelMapKey::from("extra"), Box::new(CelMap::from(extra)));
+        Bindings {
+            name: "user",
+            value: Box::new(CelMap::from(m)),
+        }
+    }
+}
+
+fn object<'a>(m: &'a serde_json::Map<String, Json>) -> Box<dyn Val + 'a> {
+    let map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = m
+        .iter()
+        .map(|(k, v)| (CelMapKey::from(k.as_str()), val(v)))
         .collect();
-    Value::Map(Map { map: Arc::new(map) })
+    Box::new(CelMap::from(map))
+}
+
+fn val(v: &Json) -> Box<dyn Val + '_> {
+    match v {
+        Json::Null => Box::new(CelNull),
+        Json::Bool(b) => Box::new(CelBool::from(*b)),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Json::String(s) => Box::new(CelString::from(s.as_str())),
+        Json::Array(items) => Box::new(CelList::from(items.iter().map(val).collect::<Vec<_>>())),
+        Json::Object(m) => object(m),
+    }
 }
 
 // ---- the bound -------------------------------------------------------------
@@ -772,14 +832,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn claims(v: Json) -> Value {
-        from_json(&v)
-    }
-
     fn eval(src: &str, c: Json) -> Result<Value, String> {
         compile(src, Var::Claims, Want::Any)
             .unwrap_or_else(|e| panic!("{src}: {e}"))
-            .eval(&claims(c))
+            .eval(&Bindings::claims(c.as_object().unwrap()))
     }
 
     #[test]

@@ -112,20 +112,20 @@ pub(crate) struct Mapped {
     pub(crate) dropped_system_groups: usize,
 }
 
-/// The claims as CEL sees them, converted once per token and only if an
+/// The claims as CEL sees them, bound once per token and only if an
 /// expression needs them.
 struct CelClaims<'a> {
     claims: &'a Map<String, Value>,
-    value: Option<cel::Value>,
+    bound: Option<cel::Bindings<'a>>,
 }
 
 impl CelClaims<'_> {
     fn eval(&mut self, e: &cel::Expression, what: &str) -> Result<cel::Value, Rejection> {
         let claims = self.claims;
-        let v = self.value.get_or_insert_with(|| {
-            cel::object(claims.iter().map(|(k, v)| (k.clone(), cel::from_json(v))))
-        });
-        e.eval(v).map_err(|err| cel_error(what, &err))
+        let bound = self
+            .bound
+            .get_or_insert_with(|| cel::Bindings::claims(claims));
+        e.eval(bound).map_err(|err| cel_error(what, &err))
     }
 }
 
@@ -158,7 +158,7 @@ impl ClaimMapping {
     pub(crate) fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
         let mut cel_claims = CelClaims {
             claims,
-            value: None,
+            bound: None,
         };
         for rule in &self.claim_rules {
             self.claim_rule(rule, &mut cel_claims)?;
@@ -289,20 +289,7 @@ impl ClaimMapping {
         if self.user_rules.is_empty() {
             return Ok(());
         }
-        let s = |v: &str| cel::Value::String(Arc::new(v.to_owned()));
-        let strings = |v: &[String]| cel::Value::List(Arc::new(v.iter().map(|x| s(x)).collect()));
-        let value = cel::object(
-            [
-                ("username".to_owned(), s(&user.username)),
-                ("uid".to_owned(), s(user.uid.as_deref().unwrap_or(""))),
-                ("groups".to_owned(), strings(&user.groups)),
-                (
-                    "extra".to_owned(),
-                    cel::object(user.extra.iter().map(|(k, v)| (k.clone(), strings(v)))),
-                ),
-            ]
-            .into_iter(),
-        );
+        let value = cel::Bindings::user(user);
         for rule in &self.user_rules {
             let what = "userValidationRules[].expression";
             match rule
