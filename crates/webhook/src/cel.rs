@@ -12,14 +12,15 @@
 //! else as `dyn`, so it can accept an expression cel-go would refuse, never
 //! the other way round for the rules above.
 //!
-//! The bound: every evaluated node (except literals and the loop
-//! bookkeeping of `map`/`filter`/`all`/`exists`) is wrapped in `@cost`,
-//! which charges 1 plus the size of the node's value against a budget of
-//! `COST_LIMIT` per evaluation. Each operation's work is linear in the
-//! sizes of its operands and result, each of which was charged when made,
-//! so total work is bounded by a multiple of the budget: a loop, or a value
-//! built up, that exceeds it ends the evaluation with an error, which
-//! refuses the token.
+//! The bound: `@cost` calls charge 1 plus the size of a value against a
+//! budget of `COST_LIMIT` per evaluation: inside a loop every node that
+//! makes a value is charged, outside one what can grow a value, and every
+//! comprehension's range. Each operation's work is linear in the sizes of
+//! its operands and result, each of which was charged when made (or is a
+//! claim, bounded by the token's size), so total work is bounded by a
+//! multiple of the budget: a loop, or a value built up, that exceeds it ends
+//! the evaluation with an error, which refuses the token. Only the
+//! claims an issuer's expressions can read are converted for them.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -183,6 +184,13 @@ impl Expression {
         }
     }
 
+    /// The top-level claims the expression can read, or `None` when it may
+    /// read any (it uses `claims` other than as `claims.<field>`).
+    pub(crate) fn claim_fields(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        fields(&self.node, &mut out).then_some(out)
+    }
+
     /// Whether the expression reads `claims.<field>` (plain or optional).
     pub(crate) fn reads_claim(&self, field: &str) -> bool {
         reads_claim(&self.node, field)
@@ -224,6 +232,59 @@ fn describe(e: &ExecutionError, source: &str) -> String {
             format!("unsupported on type {}", target.type_of())
         }
         _ => "evaluation failed".to_owned(),
+    }
+}
+
+/// Adds the fields of `claims.<field>` (and `claims.?<field>`) under `e`
+/// to `out`; false when `claims` is used any other way.
+fn fields(e: &IdedExpr, out: &mut Vec<String>) -> bool {
+    let claims_ident = |e: &IdedExpr| match &e.expr {
+        Node::Ident(n) => n == "claims",
+        Node::Call(c) if c.func_name == COST_FN => {
+            matches!(c.args.first().map(|a| &a.expr), Some(Node::Ident(n)) if n == "claims")
+        }
+        _ => false,
+    };
+    match &e.expr {
+        Node::Ident(n) => n != "claims",
+        Node::Select(s) if claims_ident(&s.operand) => {
+            out.push(s.field.clone());
+            true
+        }
+        Node::Select(s) => fields(&s.operand, out),
+        Node::Call(c) => {
+            if c.func_name == operators::OPT_SELECT
+                && c.args.len() == 2
+                && claims_ident(&c.args[0])
+                && let Node::Literal(cel::common::ast::LiteralValue::String(f)) = &c.args[1].expr
+            {
+                out.push(f.inner().to_string());
+                return true;
+            }
+            c.target.as_deref().is_none_or(|t| fields(t, out))
+                && c.args.iter().all(|a| fields(a, out))
+        }
+        Node::List(l) => l.elements.iter().all(|a| fields(a, out)),
+        Node::Map(m) => m.entries.iter().all(|en| match &en.expr {
+            EntryExpr::MapEntry(me) => fields(&me.key, out) && fields(&me.value, out),
+            EntryExpr::StructField(sf) => fields(&sf.value, out),
+        }),
+        Node::Comprehension(c) => {
+            // A loop variable named claims would shadow it: take all.
+            c.iter_var != "claims"
+                && c.accu_var != "claims"
+                && [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ]
+                .iter()
+                .all(|x| fields(x, out))
+        }
+        Node::Literal(_) => true,
+        Node::Struct(_) | Node::Unspecified => false,
     }
 }
 
@@ -315,6 +376,23 @@ impl<'a> Bindings<'a> {
         }
     }
 
+    /// `claims` with only `fields` (those the expressions can read: the
+    /// others could never be seen, so converting them is waste).
+    pub(crate) fn claims_only(
+        claims: &'a serde_json::Map<String, Json>,
+        fields: &[String],
+    ) -> Bindings<'a> {
+        let map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = claims
+            .iter()
+            .filter(|(k, _)| fields.iter().any(|f| f == *k))
+            .map(|(k, v)| (CelMapKey::from(k.as_str()), val(v)))
+            .collect();
+        Bindings {
+            name: "claims",
+            value: Box::new(CelMap::from(map)),
+        }
+    }
+
     /// `user`: username, uid ("" when none), groups, extra.
     pub(crate) fn user(user: &'a crate::wire::UserInfo) -> Bindings<'a> {
         let strings = |v: &'a [String]| -> Box<dyn Val + 'a> {
@@ -387,40 +465,118 @@ fn wrap(e: IdedExpr, ids: &mut u64) -> IdedExpr {
     }
 }
 
-/// `e` with every node that makes a value charged for it.
+/// Functions whose result is no bigger than their operands and whose work
+/// is linear in them: outside a loop they run once each, on values already
+/// bounded (the claims, or charged results), so they need no charge there.
+const NON_GROWING: &[&str] = &[
+    operators::EQUALS,
+    operators::NOT_EQUALS,
+    operators::LESS,
+    operators::LESS_EQUALS,
+    operators::GREATER,
+    operators::GREATER_EQUALS,
+    operators::LOGICAL_AND,
+    operators::LOGICAL_OR,
+    operators::LOGICAL_NOT,
+    operators::CONDITIONAL,
+    operators::OPT_SELECT,
+    operators::INDEX,
+    operators::OPT_INDEX,
+    operators::IN,
+    operators::NOT_STRICTLY_FALSE,
+    operators::SUBSTRACT,
+    operators::DIVIDE,
+    operators::MODULO,
+    operators::NEGATE,
+    "orValue",
+    "hasValue",
+    "value",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "matches",
+    "size",
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "dyn",
+    "type",
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "substring",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "split",
+];
+
+/// `e` with its work charged: inside a loop every node that makes a
+/// value, outside one what can grow a value (`+`, `join`, `replace`, list
+/// and map building calls, anything not known to be `NON_GROWING`), and
+/// every comprehension's range (its size is the iterations).
 fn instrument(e: &IdedExpr, ids: &mut u64) -> IdedExpr {
+    instrument_in(e, ids, false)
+}
+
+fn instrument_in(e: &IdedExpr, ids: &mut u64, in_loop: bool) -> IdedExpr {
     let id = e.id;
+    let mut charge = in_loop;
     let expr = match &e.expr {
-        Node::Literal(_) | Node::Unspecified | Node::Struct(_) => return e.clone(),
-        Node::Ident(_) => e.expr.clone(),
+        // A variable costs nothing to read: what it holds was charged when
+        // it was made.
+        Node::Literal(_) | Node::Unspecified | Node::Struct(_) | Node::Ident(_) => {
+            return e.clone();
+        }
         Node::Select(s) => {
             let mut s = s.clone();
-            s.operand = Box::new(instrument(&s.operand, ids));
+            s.operand = Box::new(instrument_in(&s.operand, ids, in_loop));
             Node::Select(s)
         }
-        Node::Call(c) => Node::Call(CallExpr {
-            func_name: c.func_name.clone(),
-            target: c.target.as_deref().map(|t| Box::new(instrument(t, ids))),
-            args: c.args.iter().map(|a| instrument(a, ids)).collect(),
-        }),
+        Node::Call(c) => {
+            charge |= !NON_GROWING.contains(&c.func_name.as_str());
+            Node::Call(CallExpr {
+                func_name: c.func_name.clone(),
+                target: c
+                    .target
+                    .as_deref()
+                    .map(|t| Box::new(instrument_in(t, ids, in_loop))),
+                args: c
+                    .args
+                    .iter()
+                    .map(|a| instrument_in(a, ids, in_loop))
+                    .collect(),
+            })
+        }
         Node::List(l) => {
             let mut l = l.clone();
-            l.elements = l.elements.iter().map(|a| instrument(a, ids)).collect();
+            l.elements = l
+                .elements
+                .iter()
+                .map(|a| instrument_in(a, ids, in_loop))
+                .collect();
             Node::List(l)
         }
         Node::Map(m) => {
             let mut m = m.clone();
             for en in &mut m.entries {
                 if let EntryExpr::MapEntry(me) = &mut en.expr {
-                    me.key = instrument(&me.key, ids);
-                    me.value = instrument(&me.value, ids);
+                    me.key = instrument_in(&me.key, ids, in_loop);
+                    me.value = instrument_in(&me.value, ids, in_loop);
                 }
             }
             Node::Map(m)
         }
         Node::Comprehension(c) => {
             let mut c: ComprehensionExpr = (**c).clone();
-            c.iter_range = instrument(&c.iter_range, ids);
+            c.iter_range = match &c.iter_range.expr {
+                Node::Ident(_) => wrap(c.iter_range.clone(), ids),
+                _ => {
+                    let r = instrument_in(&c.iter_range, ids, in_loop);
+                    if in_loop { r } else { wrap(r, ids) }
+                }
+            };
             c.loop_step = instrument_step(&c.loop_step, &c.accu_var, ids);
             // The result of a comprehension is its accumulator, charged as
             // it was built; wrapping the whole would charge it twice.
@@ -430,7 +586,8 @@ fn instrument(e: &IdedExpr, ids: &mut u64) -> IdedExpr {
             };
         }
     };
-    wrap(IdedExpr { id, expr }, ids)
+    let out = IdedExpr { id, expr };
+    if charge { wrap(out, ids) } else { out }
 }
 
 /// A loop step keeps the shape cel-rust recognises (`@result + [x]`,
@@ -466,13 +623,17 @@ fn instrument_step(e: &IdedExpr, accu: &str, ids: &mut u64) -> IdedExpr {
         // appended elements are charged.
         Node::List(l) => {
             let mut l = l.clone();
-            l.elements = l.elements.iter().map(|a| instrument(a, ids)).collect();
+            l.elements = l
+                .elements
+                .iter()
+                .map(|a| instrument_in(a, ids, true))
+                .collect();
             IdedExpr {
                 id: e.id,
                 expr: Node::List(l),
             }
         }
-        _ => instrument(e, ids),
+        _ => instrument_in(e, ids, true),
     }
 }
 
@@ -968,6 +1129,45 @@ mod tests {
         assert!(err.contains("cost limit"), "{err}");
         // One pass over the same list is well within it.
         assert!(eval("dyn(claims.groups).map(a, a + ':x').size()", c).is_ok());
+    }
+
+    #[test]
+    fn claim_fields_are_what_can_be_read() {
+        let f = |src: &str| compile(src, Var::Claims, Want::Any).unwrap().claim_fields();
+        assert_eq!(
+            f("claims.email + claims.?x.orValue('') + dyn(claims.groups).join(',')"),
+            Some(vec![
+                "email".to_owned(),
+                "x".to_owned(),
+                "groups".to_owned()
+            ])
+        );
+        assert_eq!(
+            f("has(claims.hd) && claims.hd.a == 'b'"),
+            Some(vec!["hd".to_owned(), "hd".to_owned()])
+        );
+        for all in [
+            "string(claims)",
+            "claims['email']",
+            "dyn(claims).size()",
+            "[1].map(claims, claims)",
+        ] {
+            assert_eq!(f(all), None, "{all}");
+        }
+        // The same answers with only those claims bound.
+        let c = serde_json::json!({"email": "e", "x": "y", "groups": ["a"], "other": 1});
+        let m = c.as_object().unwrap();
+        let e = compile(
+            "claims.email + claims.?x.orValue('') + dyn(claims.groups).join(',')",
+            Var::Claims,
+            Want::Any,
+        )
+        .unwrap();
+        let fields = e.claim_fields().unwrap();
+        assert_eq!(
+            e.eval(&Bindings::claims_only(m, &fields)),
+            e.eval(&Bindings::claims(m))
+        );
     }
 
     #[test]

@@ -62,6 +62,13 @@ impl Source {
     pub(crate) fn none() -> Source {
         Source::Claims(Vec::new())
     }
+
+    fn expression(&self) -> Option<&cel::Expression> {
+        match self {
+            Source::Expression(e) => Some(e),
+            Source::Claims(_) => None,
+        }
+    }
 }
 
 /// One `claimValidationRules` entry.
@@ -104,6 +111,8 @@ pub(crate) struct ClaimMapping {
     pub(crate) claim_rules: Vec<ClaimRule>,
     /// Checked on the mapped user.
     pub(crate) user_rules: Vec<UserRule>,
+    /// The claims the expressions can read (`None` inner: any), found once.
+    pub(crate) cel_fields: std::sync::OnceLock<Option<Vec<String>>>,
 }
 
 pub(crate) struct Mapped {
@@ -116,15 +125,18 @@ pub(crate) struct Mapped {
 /// expression needs them.
 struct CelClaims<'a> {
     claims: &'a Map<String, Value>,
+    /// Only these are bound, when known.
+    fields: Option<&'a [String]>,
     bound: Option<cel::Bindings<'a>>,
 }
 
 impl CelClaims<'_> {
     fn eval(&mut self, e: &cel::Expression, what: &str) -> Result<cel::Value, Rejection> {
-        let claims = self.claims;
-        let bound = self
-            .bound
-            .get_or_insert_with(|| cel::Bindings::claims(claims));
+        let (claims, fields) = (self.claims, self.fields);
+        let bound = self.bound.get_or_insert_with(|| match fields {
+            Some(f) => cel::Bindings::claims_only(claims, f),
+            None => cel::Bindings::claims(claims),
+        });
         e.eval(bound).map_err(|err| cel_error(what, &err))
     }
 }
@@ -152,12 +164,40 @@ impl ClaimMapping {
             email_verified_accepts_string: false,
             claim_rules: Vec::new(),
             user_rules: Vec::new(),
+            cel_fields: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Every claims expression of this mapping.
+    fn claim_expressions(&self) -> impl Iterator<Item = &cel::Expression> {
+        [&self.username, &self.groups, &self.uid]
+            .into_iter()
+            .chain(self.extra.iter().map(|(_, s)| s))
+            .filter_map(Source::expression)
+            .chain(self.claim_rules.iter().filter_map(|r| match r {
+                ClaimRule::Expression { expression, .. } => Some(expression),
+                ClaimRule::Required { .. } => None,
+            }))
+    }
+
+    fn cel_fields(&self) -> Option<&[String]> {
+        self.cel_fields
+            .get_or_init(|| {
+                let mut all = Vec::new();
+                for e in self.claim_expressions() {
+                    all.extend(e.claim_fields()?);
+                }
+                all.sort();
+                all.dedup();
+                Some(all)
+            })
+            .as_deref()
     }
 
     pub(crate) fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
         let mut cel_claims = CelClaims {
             claims,
+            fields: self.cel_fields(),
             bound: None,
         };
         for rule in &self.claim_rules {
