@@ -73,3 +73,22 @@ issuers:
       uid: {claim: sub}
       extra: {"authn.k8s.io/connector-id": federated_claims.connector_id}
 """)
+
+# cel: the expression on the first line, the claims after it.
+shutil.rmtree(os.path.join(here, "seeds", "cel"), ignore_errors=True)
+claims = json.dumps({"sub": "s", "email": "jane@example.com", "email_verified": True,
+                     "groups": ["a", "b"], "roles": "user,admin", "exp": 2000000000, "nbf": 1900000000,
+                     "nested": {"x": "y"}})
+for i, e in enumerate([
+    'claims.username + ":external-user"',
+    'claims.roles.split(",")',
+    "dyn(claims.groups).map(g, 'oidc:' + g)",
+    "claims.?email_verified.orValue(true) == true",
+    "claims.exp - claims.nbf <= 86400",
+    "has(claims.hd) && claims.hd == 'example.com'",
+    "user.groups.all(g, !g.startsWith('system:'))",
+    "dyn(claims.groups).map(a, dyn(claims.groups).map(b, a + b)).size() > 0",
+    "claims.nested.x.upperAscii()",
+    "claims.groups.map(g, g)",
+]):
+    write("cel", f"expr-{i}", e + "\n" + claims)

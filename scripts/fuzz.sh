@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
-targets=(tokenreview_body jwt_routing config_loader)
+targets=(tokenreview_body jwt_routing config_loader cel)
 echo "== fuzz: building targets"
 cargo fuzz build
 for t in "${targets[@]}"; do

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod authcfg;
 pub mod bench;
 pub mod bin;
 pub mod certs;

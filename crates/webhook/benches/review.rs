@@ -71,6 +71,7 @@ fn main() {
     }
     bench_refused(&mut c, &rt);
     bench_revocation_and_audit(&mut c, &rt);
+    bench_mappings(&mut c, &rt);
     c.final_summary();
     print_ratios(&out_dir);
 }
@@ -98,17 +99,20 @@ struct Fixture {
 }
 
 fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture {
-    fixture_with(rt, alg, cache, "", &[])
+    fixture_with(rt, alg, cache, "", &[], None)
 }
 
 /// A fixture whose config has `extra` top-level keys and whose directory
-/// holds `files` (name, contents) before the config is loaded.
+/// holds `files` (name, contents) before the config is loaded. With `auth`,
+/// the issuer is an AuthenticationConfiguration `jwt[]` entry with these
+/// keys (`testkit::authcfg::file`) instead of a native one.
 fn fixture_with(
     rt: &tokio::runtime::Runtime,
     alg: Algorithm,
     cache: &str,
     extra: &str,
     files: &[(&str, String)],
+    auth: Option<&str>,
 ) -> Fixture {
     let ca = Ca::new("bench CA", 1).expect("CA");
     let issuer = rt
@@ -124,11 +128,20 @@ fn fixture_with(
     for (name, contents) in files {
         write(dir.path(), name, contents);
     }
-    let config_path = write(
-        dir.path(),
-        "config.yaml",
-        &format!("{extra}{}", config_yaml(issuer.url(), alg, cache)),
-    );
+    let text = match auth {
+        None => format!("{extra}{}", config_yaml(issuer.url(), alg, cache)),
+        Some(rest) => {
+            write(
+                dir.path(),
+                "auth.yaml",
+                &kube_authn_testkit::authcfg::file("v1", issuer.url(), &issuer.ca_pem, rest),
+            );
+            format!(
+                "{extra}server:\n  listen: 127.0.0.1:0\n  tls: {{cert_file: tls.crt, key_file: tls.key}}\ntelemetry: {{listen: 127.0.0.1:0, log_format: json}}\ncache: {cache}\nauthentication_config_files: [auth.yaml]\n"
+            )
+        }
+    };
+    let config_path = write(dir.path(), "config.yaml", &text);
     let config = Prepared::load(&config_path).expect("bench config");
 
     let now = unix_now();
@@ -420,6 +433,7 @@ fn bench_revocation_and_audit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             CACHE,
             extra,
             &[("revoked.yaml", list.clone())],
+            None,
         );
         let r = reviewer(rt, &f.config);
         let hot = &f.bodies[0];
@@ -434,6 +448,57 @@ fn bench_revocation_and_audit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                     }
                 });
                 start.elapsed()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Misses (RS256) mapped three ways: today's native claim mapping, the same
+/// claims from an AuthenticationConfiguration, and two CEL mappings plus a
+/// CEL claim validation rule (issue 10's target: at most +20 % on a miss).
+fn bench_mappings(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    const CLAIMS: &str = "    claimMappings:\n      username: {claim: email, prefix: \"\"}\n      groups: {claim: groups, prefix: \"\"}\n      uid: {claim: sub}\n";
+    const CEL: &str = r#"    claimValidationRules:
+    - expression: 'claims.?email_verified.orValue(true) == true'
+      message: the email must be verified
+    claimMappings:
+      username:
+        expression: 'claims.email'
+      groups:
+        expression: 'dyn(claims.groups).map(g, "oidc:" + g)'
+      uid: {claim: sub}
+"#;
+    let mut group = c.benchmark_group("mapping");
+    for (id, auth) in [
+        ("miss_native_claims", None),
+        ("miss_authcfg_claims", Some(CLAIMS)),
+        ("miss_authcfg_cel", Some(CEL)),
+    ] {
+        let f = fixture_with(rt, Algorithm::RS256, CACHE, "", &[], auth);
+        let mut r = reviewer(rt, &f.config);
+        assert!(
+            authenticated(rt, &r, &f.bodies[0]),
+            "{id}: must authenticate"
+        );
+        group.bench_function(id, |b| {
+            mark("mapping", id);
+            b.iter_custom(|iters| {
+                let mut timed = Duration::ZERO;
+                let mut left = iters as usize;
+                while left > 0 {
+                    let n = left.min(f.bodies.len());
+                    r.cache = TokenCache::new(&f.config.cache);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for body in &f.bodies[..n] {
+                            black_box(r.review_body(black_box(body)).await.expect("answer"));
+                        }
+                    });
+                    timed += start.elapsed();
+                    left -= n;
+                }
+                timed
             })
         });
     }
@@ -519,6 +584,25 @@ fn print_ratios(out_dir: &Path) {
             ] {
                 if let Some(ns) = m.get(id) {
                     println!("{what}: {:.2} us per review", ns / 1000.0);
+                }
+            }
+            continue;
+        }
+        if g == "mapping" {
+            let base = m.get("miss_native_claims").copied();
+            for id in [
+                "miss_native_claims",
+                "miss_authcfg_claims",
+                "miss_authcfg_cel",
+            ] {
+                if let Some(ns) = m.get(id) {
+                    let vs = base.map_or("-".to_owned(), |b| {
+                        format!("{:+.1} %", (ns / b - 1.0) * 100.0)
+                    });
+                    println!(
+                        "{id}: {:.2} us per review ({vs} vs native claims)",
+                        ns / 1000.0
+                    );
                 }
             }
             continue;

@@ -2,6 +2,9 @@
 //! Extreme EFA/XCO bearer tokens. `main.rs` only wires these together.
 
 pub(crate) mod audit;
+pub(crate) mod authcfg;
+#[doc(hidden)]
+pub mod cel;
 pub mod cmd;
 pub mod config;
 pub mod http;

@@ -229,8 +229,54 @@ fn prepare(config: Config, problems: &mut Problems, reader: &mut Reader) -> Prep
         }
     }
     let mut warnings = config.warnings;
-    let issuers: Vec<Issuer> = config
-        .issuers
+    let mut specs = config.issuers;
+    let defaults = crate::authcfg::Defaults {
+        max_key_age: config.max_key_age,
+    };
+    for (i, (written, path)) in config.authentication_config_files.iter().enumerate() {
+        let field = FieldPath::at("authentication_config_files").index(i);
+        let Some(bytes) = reader.read(problems, &field, path) else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            problems.add(&field, format!("{}: not UTF-8 text", path.display()));
+            continue;
+        };
+        for spec in crate::authcfg::issuers(&text, written, &defaults, problems, &mut warnings) {
+            // Routing is by iss and metrics by name: both must be unique
+            // across the native issuers and every file's.
+            if let Some(other) = specs.iter().find(|o| o.url == spec.url) {
+                problems.add(
+                    &spec.field.field("issuer").field("url"),
+                    format!(
+                        "issuer {} already matches tokens with this iss; every token must route to exactly one issuer",
+                        other.field
+                    ),
+                );
+            } else if let Some(other) = specs.iter().find(|o| o.name == spec.name) {
+                problems.add(
+                    &spec.field.field("issuer").field("url"),
+                    format!(
+                        "gives the issuer name {:?}, which {} has already: rename that issuer",
+                        spec.name, other.field
+                    ),
+                );
+            } else {
+                specs.push(spec);
+            }
+        }
+    }
+    if specs.is_empty()
+        && config.openshift_oauth.is_none()
+        && !config.authentication_config_files.is_empty()
+        && problems.len() == 0
+    {
+        problems.add(
+            &FieldPath::at("authentication_config_files"),
+            "no issuer: neither issuers nor the files' jwt[] name one",
+        );
+    }
+    let issuers: Vec<Issuer> = specs
         .into_iter()
         .filter_map(|spec| issuer(spec, problems, &mut warnings, reader))
         .collect();
@@ -306,16 +352,19 @@ fn issuer(
     let before = problems.len();
     let files_before = reader.files.len();
     let at = spec.field.clone();
-    let ca_pem = spec.certificate_authority_file.as_deref().and_then(|p| {
-        let field = at.field("certificate_authority_file");
-        let pem = reader.read(problems, &field, p)?;
-        match kube_authn_common::parse_ca_bundle(&pem) {
-            Ok(_) => Some(pem),
-            Err(e) => {
-                problems.add(&field, e);
-                None
+    let inline_ca = spec.certificate_authority_data.clone();
+    let ca_pem = inline_ca.or_else(|| {
+        spec.certificate_authority_file.as_deref().and_then(|p| {
+            let field = at.field("certificate_authority_file");
+            let pem = reader.read(problems, &field, p)?;
+            match kube_authn_common::parse_ca_bundle(&pem) {
+                Ok(_) => Some(pem),
+                Err(e) => {
+                    problems.add(&field, e);
+                    None
+                }
             }
-        }
+        })
     });
     let mut static_keys = Vec::new();
     let now = unix_now();

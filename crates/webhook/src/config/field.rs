@@ -15,6 +15,8 @@ enum Step {
     Index(usize),
     /// The name of a list entry, shown after its index: `issuers[0] (dex)`.
     Named(String),
+    /// Another file the config names, as written: `auth.yaml: jwt[0]...`.
+    File(String),
 }
 
 impl FieldPath {
@@ -32,6 +34,11 @@ impl FieldPath {
                 .map(|f| Step::Field(f.to_owned()))
                 .collect(),
         )
+    }
+
+    /// The root of a file the config names (an AuthenticationConfiguration).
+    pub(crate) fn file(name: &str) -> FieldPath {
+        FieldPath(vec![Step::File(name.to_owned())])
     }
 
     pub(crate) fn field(&self, name: &str) -> FieldPath {
@@ -61,7 +68,10 @@ impl FieldPath {
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, step) in self.0.iter().enumerate() {
+            let after_file = i > 0 && matches!(self.0[i - 1], Step::File(_));
             match step {
+                Step::File(name) => f.write_str(name)?,
+                Step::Field(name) if after_file => write!(f, ": {name}")?,
                 Step::Field(name) if i == 0 => f.write_str(name)?,
                 Step::Field(name) => write!(f, ".{name}")?,
                 Step::Index(n) => write!(f, "[{n}]")?,
@@ -172,5 +182,13 @@ mod tests {
         );
         assert!(!issuer.field("claims").starts_with(&issuer.field("keys")));
         assert_eq!(FieldPath::root().to_string(), "");
+        assert_eq!(
+            FieldPath::file("auth.yaml")
+                .field("jwt")
+                .index(0)
+                .field("claimMappings")
+                .to_string(),
+            "auth.yaml: jwt[0].claimMappings"
+        );
     }
 }

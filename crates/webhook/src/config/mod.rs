@@ -17,8 +17,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::fs::read_bounded;
 
+use crate::cel;
 use crate::keys::remote;
-use crate::verify::claims::{ClaimMapping, ClaimPath};
+use crate::verify::claims::{ClaimMapping, ClaimPath, Source};
 
 /// Issuer name used in metrics and logs for tokens no issuer claims.
 pub(crate) const UNMATCHED_ISSUER: &str = "unmatched";
@@ -38,6 +39,11 @@ pub struct Config {
     pub(crate) revocation: Option<PathBuf>,
     /// `None`: no audit trail (the default).
     pub(crate) audit: Option<Audit>,
+    /// AuthenticationConfiguration files: as written, and where they are.
+    /// `prepare` reads them; their `jwt[]` entries join `issuers`.
+    pub(crate) authentication_config_files: Vec<(String, PathBuf)>,
+    /// The top-level `max_key_age`, for those files' issuers.
+    pub(crate) max_key_age: Duration,
     /// Settings that are valid but weaken a check; `check-config` prints
     /// them, `serve` logs them at start.
     pub(crate) warnings: Vec<Problem>,
@@ -152,6 +158,9 @@ pub struct Issuer {
     pub(crate) keys: KeyFiles,
     /// PEM bundle to trust for HTTPS to the issuer instead of the system roots.
     pub(crate) certificate_authority_file: Option<PathBuf>,
+    /// The same, written inline (an AuthenticationConfiguration's
+    /// `certificateAuthority`).
+    pub(crate) certificate_authority_data: Option<Vec<u8>>,
     pub(crate) remote: Option<RemoteKeys>,
     /// `/readyz` is 503 while this issuer has no usable keys; otherwise it
     /// only reports the issuer's state.
@@ -251,12 +260,12 @@ const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(10);
 /// None on `exp`, as the kube-apiserver's own OIDC authenticator.
 const DEFAULT_CLOCK_SKEW: Duration = Duration::ZERO;
-const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_KEY_AGE: Duration = Duration::from_secs(24 * 3600);
 const MIN_MAX_KEY_AGE: Duration = Duration::from_secs(5 * 60);
 const MAX_MAX_KEY_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-const MAX_JWKS_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const DEFAULT_POSITIVE_TTL: Duration = Duration::from_secs(30);
 const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_MAX_LOOKUPS_PER_SECOND: u32 = 50;
@@ -408,8 +417,19 @@ impl Validator {
                 "must differ from server.listen: the telemetry port is plain HTTP",
             );
         }
-        if raw.issuers.is_empty() {
-            self.problem(&FieldPath::at("issuers"), "at least one issuer is needed");
+        let authentication_config_files: Vec<(String, PathBuf)> = raw
+            .authentication_config_files
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.display().to_string(), self.path(&p)))
+            .collect();
+        // With AuthenticationConfiguration files, `prepare` counts their
+        // issuers too.
+        if raw.issuers.is_empty() && authentication_config_files.is_empty() {
+            self.problem(
+                &FieldPath::at("issuers"),
+                "at least one issuer is needed (in issuers, or in authentication_config_files)",
+            );
         }
         self.distinct_issuers(&raw.issuers);
         self.separate_identities(&raw.issuers);
@@ -456,6 +476,8 @@ impl Validator {
             openshift_oauth,
             revocation,
             audit,
+            authentication_config_files,
+            max_key_age: self.max_key_age,
             warnings: std::mem::take(&mut self.warnings),
         }
     }
@@ -1069,6 +1091,7 @@ impl Validator {
             keys,
             certificate_authority_file,
             required: raw.required.unwrap_or(false),
+            certificate_authority_data: None,
             field: at,
             remote: remote_source.map(|source| RemoteKeys {
                 source,
@@ -1328,6 +1351,18 @@ impl Validator {
             self.claim_ref(&at.field("username"), raw.username, default_user);
         let username_prefix =
             self.written_prefix(&at, "username", username_prefix, &username, name);
+        // As the apiserver requires of AuthenticationConfiguration: an
+        // e-mail taken by an expression is not checked for email_verified
+        // unless the expression does it.
+        if let Source::Expression(e) = &username
+            && e.reads_claim("email")
+            && !e.reads_claim("email_verified")
+        {
+            self.problem(
+                &at.field("username").field("expression"),
+                "reads claims.email but not claims.email_verified: check it too, e.g. 'claims.?email_verified.orValue(true) == true ? claims.email : \"\"' (an empty username refuses the token)",
+            );
+        }
         let (groups, groups_prefix) =
             self.claim_ref(&at.field("groups"), raw.groups, default_groups);
         let groups_prefix = self.written_prefix(&at, "groups", groups_prefix, &groups, name);
@@ -1335,7 +1370,7 @@ impl Validator {
         // uid unless the config says otherwise. EFA tokens need not carry
         // sub, so an efa issuer has a uid only when claims.uid names one.
         let uid = match (raw.uid, kind) {
-            (None, IssuerKind::Efa) => Vec::new(),
+            (None, IssuerKind::Efa) => Source::none(),
             (raw_uid, _) => {
                 let (uid, uid_prefix) = self.claim_ref(&at.field("uid"), raw_uid, &["sub"]);
                 if uid_prefix.is_some_and(|p| !p.is_empty()) {
@@ -1355,29 +1390,41 @@ impl Validator {
                 continue;
             }
             match ClaimPath::parse(&path) {
-                Some(p) => extra.push((key, p)),
+                Some(p) => extra.push((key, Source::Claims(vec![p]))),
                 None => self.problem(field, format!("{path:?} is not a claim path")),
             }
         }
         ClaimMapping {
-            username,
-            username_prefix,
-            groups,
-            groups_prefix,
-            uid,
             extra,
-            email_verified_accepts_string: false,
+            ..ClaimMapping::of_claims_source(username, username_prefix, groups, groups_prefix, uid)
         }
     }
 
-    /// The claim paths (or `default`) and the prefix as written, if it was.
+    /// The claim paths (or `default`), or the expression, and the prefix as
+    /// written, if it was.
     fn claim_ref(
         &mut self,
         field: &FieldPath,
         raw: Option<raw::ClaimRef>,
         default: &[&str],
-    ) -> (Vec<ClaimPath>, Option<String>) {
+    ) -> (Source, Option<String>) {
         let raw = raw.unwrap_or_default();
+        if let Some(source) = raw.expression {
+            if raw.claim.is_some() || raw.claims.is_some() || raw.prefix.is_some() {
+                self.problem(
+                    field,
+                    "set expression, or claim/claims with prefix, not both: an expression writes the whole value",
+                );
+            }
+            let expression = match cel::compile(&source, cel::Var::Claims, cel::Want::Any) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.problem(&field.field("expression"), e);
+                    return (Source::none(), Some(String::new()));
+                }
+            };
+            return (Source::Expression(expression), Some(String::new()));
+        }
         let names: Vec<String> = match (raw.claim, raw.claims) {
             (Some(_), Some(_)) => {
                 self.problem(field, "set claim or claims, not both");
@@ -1405,7 +1452,7 @@ impl Validator {
                 format!("{prefix:?} could produce a name starting with system:, which Kubernetes reserves for its own components"),
             );
         }
-        (paths, raw.prefix)
+        (Source::Claims(paths), raw.prefix)
     }
 
     /// The username and groups prefixes must be written, even when empty:
@@ -1415,13 +1462,16 @@ impl Validator {
         claims_at: &FieldPath,
         role: &str,
         prefix: Option<String>,
-        claims: &[ClaimPath],
+        source: &Source,
         issuer: &str,
     ) -> String {
         if let Some(p) = prefix {
             return p;
         }
-        let claims: Vec<String> = claims.iter().map(ToString::to_string).collect();
+        let claims: Vec<String> = match source {
+            Source::Claims(paths) => paths.iter().map(ToString::to_string).collect(),
+            Source::Expression(_) => Vec::new(),
+        };
         self.problem(
             &claims_at.field(role).field("prefix"),
             format!(

@@ -18,6 +18,9 @@ pub(crate) struct Config {
     pub(crate) issuers: Vec<Issuer>,
     /// Default for every issuer's `max_key_age`.
     pub(crate) max_key_age: Option<String>,
+    /// AuthenticationConfiguration files whose `jwt[]` entries are issuers
+    /// too (relative to this file's directory).
+    pub(crate) authentication_config_files: Option<Vec<PathBuf>>,
     /// Where fetched issuers' last good keys are kept across restarts.
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) revocation: Option<Revocation>,
@@ -149,4 +152,6 @@ pub(crate) struct ClaimRef {
     pub(crate) claim: Option<String>,
     pub(crate) claims: Option<Vec<String>>,
     pub(crate) prefix: Option<String>,
+    /// CEL over `claims`, instead of claim/claims and prefix.
+    pub(crate) expression: Option<String>,
 }

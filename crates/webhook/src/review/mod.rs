@@ -462,6 +462,16 @@ impl Reviewer {
                 latency_us, token = %print, iss = unknown_iss.as_deref().unwrap_or_default(),
                 "tokenreview"
             ),
+            // A rule's message or a CEL error says which rule: the reason
+            // label alone would not.
+            Answer::Rejected(
+                r @ (Rejection::ClaimValidationFailed(_)
+                | Rejection::UserValidationFailed(_)
+                | Rejection::CelError(_)),
+            ) => tracing::info!(
+                issuer = issuer_label, outcome, reason, cache, api_version,
+                latency_us, token = %print, detail = %r, "tokenreview"
+            ),
             _ => tracing::info!(
                 issuer = issuer_label, outcome, reason, cache, api_version,
                 latency_us, token = %print, "tokenreview"
@@ -555,9 +565,10 @@ impl Reviewer {
             Err(r) => return unrouted(r),
         };
         let routed = self.verifier.route(&claims);
+        let routed_to = routed.as_ref().ok().copied();
         let issuer = match trace.step(
             "issuer",
-            || self.verifier.describe_route(&claims, routed.ok()),
+            || self.verifier.describe_route(&claims, routed_to),
             routed,
         ) {
             Ok(i) => i,

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use std::sync::Arc;
+
 use super::Rejection;
+use crate::cel;
 use crate::wire::UserInfo;
 
 /// A claim name, or a dotted path into nested objects
@@ -19,6 +22,12 @@ impl ClaimPath {
             return None;
         }
         Some(ClaimPath(parts))
+    }
+
+    /// One claim by its name as written, dots and all (an
+    /// AuthenticationConfiguration's `claim`).
+    pub(crate) fn literal(name: &str) -> ClaimPath {
+        ClaimPath(vec![name.to_owned()])
     }
 
     pub(crate) fn lookup<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
@@ -41,21 +50,69 @@ impl std::fmt::Display for ClaimPath {
     }
 }
 
+/// Where one part of the user comes from: claims (the first present wins)
+/// or a CEL expression over `claims`.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    Claims(Vec<ClaimPath>),
+    Expression(cel::Expression),
+}
+
+impl Source {
+    pub(crate) fn none() -> Source {
+        Source::Claims(Vec::new())
+    }
+
+    fn expression(&self) -> Option<&cel::Expression> {
+        match self {
+            Source::Expression(e) => Some(e),
+            Source::Claims(_) => None,
+        }
+    }
+}
+
+/// One `claimValidationRules` entry.
+#[derive(Debug, Clone)]
+pub(crate) enum ClaimRule {
+    /// The claim must be a string equal to `value`.
+    Required { claim: String, value: String },
+    /// The expression must be true; `message` is the refusal's reason.
+    Expression {
+        expression: cel::Expression,
+        message: Arc<str>,
+    },
+}
+
+/// One `userValidationRules` entry.
+#[derive(Debug, Clone)]
+pub(crate) struct UserRule {
+    pub(crate) expression: cel::Expression,
+    pub(crate) message: Arc<str>,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimMapping {
-    /// The first of these that is present names the user.
-    pub(crate) username: Vec<ClaimPath>,
+    /// The first of these claims that is present names the user, or the
+    /// expression does.
+    pub(crate) username: Source,
+    /// Applies to a username from claims (an expression writes its own).
     pub(crate) username_prefix: String,
     /// The first of these that is present lists the groups.
-    pub(crate) groups: Vec<ClaimPath>,
+    pub(crate) groups: Source,
     pub(crate) groups_prefix: String,
     /// The first of these that is present is the uid; empty: no uid. When
     /// set, a token without a (non-empty string) uid is refused.
-    pub(crate) uid: Vec<ClaimPath>,
-    pub(crate) extra: Vec<(String, ClaimPath)>,
+    pub(crate) uid: Source,
+    pub(crate) extra: Vec<(String, Source)>,
     /// `email_verified: "true"`, a string, counts as verified (issuers that
     /// write booleans as strings); off by default, as in the kube-apiserver.
     pub(crate) email_verified_accepts_string: bool,
+    /// Checked before the user is mapped.
+    pub(crate) claim_rules: Vec<ClaimRule>,
+    /// Checked on the mapped user.
+    pub(crate) user_rules: Vec<UserRule>,
+    /// The claims the expressions can read (`None` inner: any), found once.
+    pub(crate) cel_fields: std::sync::OnceLock<Option<Vec<String>>>,
 }
 
 pub(crate) struct Mapped {
@@ -64,94 +121,263 @@ pub(crate) struct Mapped {
     pub(crate) dropped_system_groups: usize,
 }
 
+/// The claims as CEL sees them, bound once per token and only if an
+/// expression needs them.
+struct CelClaims<'a> {
+    claims: &'a Map<String, Value>,
+    /// Only these are bound, when known.
+    fields: Option<&'a [String]>,
+    bound: Option<cel::Bindings<'a>>,
+}
+
+impl CelClaims<'_> {
+    fn eval(&mut self, e: &cel::Expression, what: &str) -> Result<cel::Value, Rejection> {
+        let (claims, fields) = (self.claims, self.fields);
+        let bound = self.bound.get_or_insert_with(|| match fields {
+            Some(f) => cel::Bindings::claims_only(claims, f),
+            None => cel::Bindings::claims(claims),
+        });
+        e.eval(bound).map_err(|err| cel_error(what, &err))
+    }
+}
+
+fn cel_error(what: &str, err: &str) -> Rejection {
+    Rejection::CelError(Arc::from(format!("{what}: {err}")))
+}
+
 impl ClaimMapping {
     /// The mapping in words, for `explain`.
     pub(crate) fn describe(&self) -> String {
-        let list = |paths: &[ClaimPath]| {
-            paths
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+        let source = |s: &Source| match s {
+            Source::Claims(paths) => format!(
+                "first present of [{}]",
+                paths
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Source::Expression(e) => format!("expression {:?}", e.source),
         };
         let mut s = format!(
-            "username: first present of [{}], prefix {:?}; groups: first present of [{}], prefix {:?}",
-            list(&self.username),
+            "username: {}, prefix {:?}; groups: {}, prefix {:?}",
+            source(&self.username),
             self.username_prefix,
-            list(&self.groups),
+            source(&self.groups),
             self.groups_prefix
         );
-        if !self.uid.is_empty() {
-            s.push_str(&format!("; uid: first present of [{}]", list(&self.uid)));
+        if !matches!(&self.uid, Source::Claims(p) if p.is_empty()) {
+            s.push_str(&format!("; uid: {}", source(&self.uid)));
+        }
+        if !self.claim_rules.is_empty() || !self.user_rules.is_empty() {
+            s.push_str(&format!(
+                "; {} claim validation rule(s), {} user validation rule(s)",
+                self.claim_rules.len(),
+                self.user_rules.len()
+            ));
         }
         s
     }
 
+    /// A mapping without rules or extra: what every issuer starts from.
+    pub(crate) fn of_claims_source(
+        username: Source,
+        username_prefix: String,
+        groups: Source,
+        groups_prefix: String,
+        uid: Source,
+    ) -> ClaimMapping {
+        ClaimMapping {
+            username,
+            username_prefix,
+            groups,
+            groups_prefix,
+            uid,
+            extra: Vec::new(),
+            email_verified_accepts_string: false,
+            claim_rules: Vec::new(),
+            user_rules: Vec::new(),
+            cel_fields: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Every claims expression of this mapping.
+    fn claim_expressions(&self) -> impl Iterator<Item = &cel::Expression> {
+        [&self.username, &self.groups, &self.uid]
+            .into_iter()
+            .chain(self.extra.iter().map(|(_, s)| s))
+            .filter_map(Source::expression)
+            .chain(self.claim_rules.iter().filter_map(|r| match r {
+                ClaimRule::Expression { expression, .. } => Some(expression),
+                ClaimRule::Required { .. } => None,
+            }))
+    }
+
+    fn cel_fields(&self) -> Option<&[String]> {
+        self.cel_fields
+            .get_or_init(|| {
+                let mut all = Vec::new();
+                for e in self.claim_expressions() {
+                    all.extend(e.claim_fields()?);
+                }
+                all.sort();
+                all.dedup();
+                Some(all)
+            })
+            .as_deref()
+    }
+
     pub(crate) fn map(&self, claims: &Map<String, Value>) -> Result<Mapped, Rejection> {
-        let (path, name) = self.username(claims)?;
-        // Dex sets email_verified beside email; an address not known to be
-        // verified must not become somebody's identity.
-        if path.is("email") {
-            self.email_verified(claims.get("email_verified"))?;
+        let mut cel_claims = CelClaims {
+            claims,
+            fields: self.cel_fields(),
+            bound: None,
+        };
+        for rule in &self.claim_rules {
+            self.claim_rule(rule, &mut cel_claims)?;
         }
-        let username = format!("{}{}", self.username_prefix, name);
-        if username.starts_with("system:") {
-            return Err(Rejection::SystemUsername);
-        }
-
-        let mut groups = Vec::new();
-        let mut dropped = 0;
-        for g in self.group_names(claims)? {
-            let g = format!("{}{}", self.groups_prefix, g);
-            if g.starts_with("system:") {
-                dropped += 1;
-            } else {
-                groups.push(g);
+        let username = match &self.username {
+            Source::Claims(paths) => {
+                let (path, name) = username(paths, claims)?;
+                // Dex sets email_verified beside email; an address not known
+                // to be verified must not become somebody's identity.
+                if path.is("email") {
+                    self.email_verified(claims.get("email_verified"))?;
+                }
+                format!("{}{}", self.username_prefix, name)
             }
-        }
+            Source::Expression(e) => {
+                match cel_claims.eval(e, "claimMappings.username.expression")? {
+                    cel::Value::String(s) if !s.is_empty() => s.to_string(),
+                    cel::Value::String(_) => {
+                        return Err(cel_error(
+                            "claimMappings.username.expression",
+                            "an empty username is not allowed",
+                        ));
+                    }
+                    _ => {
+                        return Err(cel_error(
+                            "claimMappings.username.expression",
+                            "must return a string",
+                        ));
+                    }
+                }
+            }
+        };
+        let names: Vec<String> = match &self.groups {
+            Source::Claims(paths) => group_names(paths, claims)?
+                .into_iter()
+                .map(|g| format!("{}{}", self.groups_prefix, g))
+                .collect(),
+            Source::Expression(e) => {
+                let what = "claimMappings.groups.expression";
+                string_list(&cel_claims.eval(e, what)?, false)
+                    .ok_or_else(|| cel_error(what, "must return a string or a list of strings"))?
+            }
+        };
 
-        let uid = self.uid(claims)?;
+        let uid = match &self.uid {
+            Source::Claims(paths) => uid(paths, claims)?,
+            Source::Expression(e) => {
+                let what = "claimMappings.uid.expression";
+                match cel_claims.eval(e, what)? {
+                    cel::Value::String(s) => Some(s.to_string()),
+                    _ => return Err(cel_error(what, "must return a string")),
+                }
+            }
+        };
 
         let mut extra = BTreeMap::new();
-        for (key, path) in &self.extra {
-            let values: Vec<String> = match path.lookup(claims) {
-                Some(Value::Array(items)) => items.iter().filter_map(scalar_string).collect(),
-                Some(v) => scalar_string(v).into_iter().collect(),
-                None => Vec::new(),
+        for (key, source) in &self.extra {
+            let values: Vec<String> = match source {
+                Source::Claims(paths) => match paths.iter().find_map(|p| p.lookup(claims)) {
+                    Some(Value::Array(items)) => items.iter().filter_map(scalar_string).collect(),
+                    Some(v) => scalar_string(v).into_iter().collect(),
+                    None => Vec::new(),
+                },
+                Source::Expression(e) => {
+                    let what = format!("claimMappings.extra[{key}].valueExpression");
+                    string_list(&cel_claims.eval(e, &what)?, true).ok_or_else(|| {
+                        cel_error(&what, "must return a string or a list of strings")
+                    })?
+                }
             };
             if !values.is_empty() {
                 extra.insert(key.clone(), values);
             }
         }
 
+        let mut user = UserInfo {
+            username,
+            uid,
+            groups: names,
+            extra,
+        };
+        // The rules see the user as mapped, as upstream's do (so a rule
+        // refusing system: names gives its message); what Kubernetes
+        // reserves is refused or left out after.
+        self.user_rules(&user)?;
+        if user.username.starts_with("system:") {
+            return Err(Rejection::SystemUsername);
+        }
+        let before = user.groups.len();
+        user.groups.retain(|g| !g.starts_with("system:"));
+        let dropped = before - user.groups.len();
         Ok(Mapped {
-            user: UserInfo {
-                username,
-                uid,
-                groups,
-                extra,
-            },
+            user,
             dropped_system_groups: dropped,
         })
     }
 
-    /// The first username claim that is present and not empty ("" is
-    /// absent: Platform9 sends an empty email for users without one). One
-    /// that is present but not a string refuses the token rather than
-    /// falling through to the next claim.
-    fn username<'c>(
+    fn claim_rule(
         &self,
-        claims: &'c Map<String, Value>,
-    ) -> Result<(&ClaimPath, &'c str), Rejection> {
-        for p in &self.username {
-            match p.lookup(claims) {
-                None => {}
-                Some(Value::String(s)) if s.is_empty() => {}
-                Some(Value::String(s)) => return Ok((p, s)),
-                Some(_) => return Err(Rejection::InvalidClaim("username")),
+        rule: &ClaimRule,
+        cel_claims: &mut CelClaims<'_>,
+    ) -> Result<(), Rejection> {
+        match rule {
+            ClaimRule::Required { claim, value } => match cel_claims.claims.get(claim) {
+                Some(Value::String(s)) if s == value => Ok(()),
+                Some(Value::String(_)) | None => Err(Rejection::ClaimValidationFailed(Arc::from(
+                    format!("required claim {claim} not found in the token"),
+                ))),
+                Some(_) => Err(Rejection::ClaimValidationFailed(Arc::from(format!(
+                    "claim {claim} is not a string"
+                )))),
+            },
+            ClaimRule::Expression {
+                expression,
+                message,
+            } => match cel_claims.eval(expression, "claimValidationRules[].expression")? {
+                cel::Value::Bool(true) => Ok(()),
+                cel::Value::Bool(false) => Err(Rejection::ClaimValidationFailed(message.clone())),
+                _ => Err(cel_error(
+                    "claimValidationRules[].expression",
+                    "must return a bool",
+                )),
+            },
+        }
+    }
+
+    fn user_rules(&self, user: &UserInfo) -> Result<(), Rejection> {
+        if self.user_rules.is_empty() {
+            return Ok(());
+        }
+        let value = cel::Bindings::user(user);
+        for rule in &self.user_rules {
+            let what = "userValidationRules[].expression";
+            match rule
+                .expression
+                .eval(&value)
+                .map_err(|e| cel_error(what, &e))?
+            {
+                cel::Value::Bool(true) => {}
+                cel::Value::Bool(false) => {
+                    return Err(Rejection::UserValidationFailed(rule.message.clone()));
+                }
+                _ => return Err(cel_error(what, "must return a bool")),
             }
         }
-        Err(Rejection::NoUsername)
+        Ok(())
     }
 
     /// Absent is fine (the issuer did not say); present, only `true` is
@@ -169,35 +395,78 @@ impl ClaimMapping {
             Some(_) => Err(Rejection::InvalidClaim("email_verified")),
         }
     }
+}
 
-    /// The first groups claim present (`null` is absent): a string is one
-    /// group, an array of strings the groups. Any other shape refuses the
-    /// token: dropping it would hand a deny-by-group policy a user without
-    /// the group it denies. Empty names are left out.
-    fn group_names<'c>(&self, claims: &'c Map<String, Value>) -> Result<Vec<&'c str>, Rejection> {
-        let names = match self.groups.iter().find_map(|p| p.lookup(claims)) {
-            None => Vec::new(),
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().ok_or(Rejection::InvalidClaim("groups")))
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(Rejection::InvalidClaim("groups")),
-        };
-        Ok(names.into_iter().filter(|g| !g.is_empty()).collect())
+/// The first username claim that is present and not empty ("" is absent:
+/// Platform9 sends an empty email for users without one). One that is
+/// present but not a string refuses the token rather than falling through
+/// to the next claim.
+fn username<'p, 'c>(
+    paths: &'p [ClaimPath],
+    claims: &'c Map<String, Value>,
+) -> Result<(&'p ClaimPath, &'c str), Rejection> {
+    for p in paths {
+        match p.lookup(claims) {
+            None => {}
+            Some(Value::String(s)) if s.is_empty() => {}
+            Some(Value::String(s)) => return Ok((p, s)),
+            Some(_) => return Err(Rejection::InvalidClaim("username")),
+        }
     }
+    Err(Rejection::NoUsername)
+}
 
-    /// With a uid mapping, the first uid claim present must be a non-empty
-    /// string: a missing one is not turned into "", a number not into text.
-    fn uid(&self, claims: &Map<String, Value>) -> Result<Option<String>, Rejection> {
-        if self.uid.is_empty() {
-            return Ok(None);
-        }
-        match self.uid.iter().find_map(|p| p.lookup(claims)) {
-            None => Err(Rejection::MissingClaim("uid")),
-            Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
-            Some(_) => Err(Rejection::InvalidClaim("uid")),
-        }
+/// The first groups claim present (`null` is absent): a string is one
+/// group, an array of strings the groups. Any other shape refuses the
+/// token: dropping it would hand a deny-by-group policy a user without the
+/// group it denies. Empty names are left out.
+fn group_names<'c>(
+    paths: &[ClaimPath],
+    claims: &'c Map<String, Value>,
+) -> Result<Vec<&'c str>, Rejection> {
+    let names = match paths.iter().find_map(|p| p.lookup(claims)) {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().ok_or(Rejection::InvalidClaim("groups")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(Rejection::InvalidClaim("groups")),
+    };
+    Ok(names.into_iter().filter(|g| !g.is_empty()).collect())
+}
+
+/// With a uid mapping, the first uid claim present must be a non-empty
+/// string: a missing one is not turned into "", a number not into text.
+fn uid(paths: &[ClaimPath], claims: &Map<String, Value>) -> Result<Option<String>, Rejection> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    match paths.iter().find_map(|p| p.lookup(claims)) {
+        None => Err(Rejection::MissingClaim("uid")),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::InvalidClaim("uid")),
+    }
+}
+
+/// A CEL result as strings: a string is one, a list of strings is them;
+/// with `null_is_none` (extra values), `null` and `""` are none, and so is
+/// every `""` in a list.
+fn string_list(v: &cel::Value, null_is_none: bool) -> Option<Vec<String>> {
+    match v {
+        cel::Value::String(s) if null_is_none && s.is_empty() => Some(Vec::new()),
+        cel::Value::String(s) => Some(vec![s.to_string()]),
+        cel::Value::Null if null_is_none => Some(Vec::new()),
+        cel::Value::List(items) => items
+            .iter()
+            .filter_map(|i| match i {
+                // Extra values leave out empty strings, as upstream.
+                cel::Value::String(s) if null_is_none && s.is_empty() => None,
+                cel::Value::String(s) => Some(Some(s.to_string())),
+                _ => Some(None),
+            })
+            .collect(),
+        _ => None,
     }
 }
 
@@ -218,16 +487,17 @@ mod tests {
     fn mapping(user: &[&str], prefix: &str) -> ClaimMapping {
         let p = |names: &[&str]| names.iter().map(|n| ClaimPath::parse(n).unwrap()).collect();
         ClaimMapping {
-            username: p(user),
-            username_prefix: prefix.to_owned(),
-            groups: p(&["groups", "roles"]),
-            groups_prefix: prefix.to_owned(),
-            uid: p(&["sub"]),
             extra: vec![(
                 "k/connector".to_owned(),
-                ClaimPath::parse("federated.connector_id").unwrap(),
+                Source::Claims(vec![ClaimPath::parse("federated.connector_id").unwrap()]),
             )],
-            email_verified_accepts_string: false,
+            ..ClaimMapping::of_claims_source(
+                Source::Claims(p(user)),
+                prefix.to_owned(),
+                Source::Claims(p(&["groups", "roles"])),
+                prefix.to_owned(),
+                Source::Claims(p(&["sub"])),
+            )
         }
     }
 
@@ -282,23 +552,23 @@ mod tests {
             email_verified_accepts_string: true,
             ..mapping(&["email", "name"], "")
         };
-        let unverified = Some(Rejection::EmailUnverified);
-        let invalid = Some(Rejection::InvalidClaim("email_verified"));
+        const UNVERIFIED: Option<Rejection> = Some(Rejection::EmailUnverified);
+        const INVALID: Option<Rejection> = Some(Rejection::InvalidClaim("email_verified"));
         for (v, want_strict, want_lenient) in [
             (None, None, None),
             (Some(json!(true)), None, None),
-            (Some(json!(false)), unverified, unverified),
-            (Some(json!(null)), unverified, unverified),
-            (Some(json!("true")), invalid, None),
-            (Some(json!("false")), invalid, unverified),
-            (Some(json!("TRUE")), invalid, invalid),
-            (Some(json!("yes")), invalid, invalid),
-            (Some(json!("no")), invalid, invalid),
-            (Some(json!(1)), invalid, invalid),
-            (Some(json!(0)), invalid, invalid),
-            (Some(json!([true])), invalid, invalid),
-            (Some(json!([false])), invalid, invalid),
-            (Some(json!({})), invalid, invalid),
+            (Some(json!(false)), UNVERIFIED, UNVERIFIED),
+            (Some(json!(null)), UNVERIFIED, UNVERIFIED),
+            (Some(json!("true")), INVALID, None),
+            (Some(json!("false")), INVALID, UNVERIFIED),
+            (Some(json!("TRUE")), INVALID, INVALID),
+            (Some(json!("yes")), INVALID, INVALID),
+            (Some(json!("no")), INVALID, INVALID),
+            (Some(json!(1)), INVALID, INVALID),
+            (Some(json!(0)), INVALID, INVALID),
+            (Some(json!([true])), INVALID, INVALID),
+            (Some(json!([false])), INVALID, INVALID),
+            (Some(json!({})), INVALID, INVALID),
         ] {
             assert_eq!(verdict(&strict, v.clone()), want_strict, "{v:?}");
             assert_eq!(
@@ -392,7 +662,7 @@ mod tests {
         }
         // Without a uid mapping, no uid and no requirement.
         let none = ClaimMapping {
-            uid: Vec::new(),
+            uid: Source::none(),
             ..mapping(&["username"], "")
         };
         let out = none

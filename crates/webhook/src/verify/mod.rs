@@ -33,7 +33,7 @@ pub(crate) const NBF_LEEWAY: Duration = Duration::from_secs(60);
 
 /// A token that was checked and is not valid: a definite "no" the apiserver
 /// may cache. The label is the `reason` of the metric and the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Rejection {
     #[error("not a JWT")]
     Malformed,
@@ -80,10 +80,21 @@ pub(crate) enum Rejection {
     /// Verified, and refused by the revocation list.
     #[error("token revoked")]
     Revoked,
+    /// A `claimValidationRules` entry refused the claims: its `message` (or
+    /// what the required claim was), as the apiserver reports it.
+    #[error("claim validation rule failed: {0}")]
+    ClaimValidationFailed(Arc<str>),
+    /// A `userValidationRules` entry refused the mapped user: its `message`.
+    #[error("user validation rule failed: {0}")]
+    UserValidationFailed(Arc<str>),
+    /// A CEL expression failed on this token, or gave a value of the wrong
+    /// type; which expression and why. Refused, as upstream.
+    #[error("{0}")]
+    CelError(Arc<str>),
 }
 
 impl Rejection {
-    pub(crate) fn reason(self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Rejection::Malformed => "malformed_token",
             Rejection::TokenTooLarge => "token_too_large",
@@ -107,6 +118,9 @@ impl Rejection {
             Rejection::UserUidMismatch => "user_uid_mismatch",
             Rejection::LifetimeTooLong => "token_lifetime_too_long",
             Rejection::Revoked => "revoked",
+            Rejection::ClaimValidationFailed(_) => "claim_validation_failed",
+            Rejection::UserValidationFailed(_) => "user_validation_failed",
+            Rejection::CelError(_) => "cel_error",
         }
     }
 }

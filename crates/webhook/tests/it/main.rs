@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod authcfg;
 mod cli;
 mod config;
 mod deploy;

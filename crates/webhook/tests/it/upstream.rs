@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Where the oracle is: `K8S_OIDC_WEBHOOK`, else `shared/tools/` beside the
 /// checkout (as CI lays it out). Missing is a failure, not a skip.
-fn oracle_binary() -> PathBuf {
+pub(crate) fn oracle_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("K8S_OIDC_WEBHOOK") {
         return PathBuf::from(p);
     }
@@ -34,7 +34,7 @@ fn oracle_binary() -> PathBuf {
 }
 
 /// The oracle, serving on a port it chose, for `issuer`.
-struct Oracle {
+pub(crate) struct Oracle {
     _child: tokio::process::Child,
     url: String,
     client: reqwest::Client,
@@ -44,23 +44,37 @@ impl Oracle {
     async fn start(h: &Harness, issuer: &TestIssuer) -> Oracle {
         let dir = h.dir();
         let issuer_ca = write(dir, "issuer-ca.pem", &issuer.ca_pem);
+        let mut args: Vec<std::ffi::OsString> =
+            ["-issuer", issuer.url(), "-audience", "kubernetes"]
+                .iter()
+                .map(Into::into)
+                .collect();
+        args.push("-issuer-ca".into());
+        args.push(issuer_ca.into());
+        for a in [
+            "-username-claim",
+            "email",
+            "-groups-claim",
+            "groups",
+            "-uid-claim",
+            "sub",
+        ] {
+            args.push(a.into());
+        }
+        Oracle::start_with(h, &args).await
+    }
+
+    /// The oracle with `args` besides its listener, TLS pair (the
+    /// harness's) and cache (off).
+    pub(crate) async fn start_with(h: &Harness, args: &[std::ffi::OsString]) -> Oracle {
+        let dir = h.dir();
         let mut child = tokio::process::Command::new(oracle_binary())
             .args(["-listen", "127.0.0.1:0", "-cache-ttl", "0"])
             .arg("-cert")
             .arg(dir.join("tls.crt"))
             .arg("-key")
             .arg(dir.join("tls.key"))
-            .args(["-issuer", issuer.url(), "-audience", "kubernetes"])
-            .arg("-issuer-ca")
-            .arg(&issuer_ca)
-            .args([
-                "-username-claim",
-                "email",
-                "-groups-claim",
-                "groups",
-                "-uid-claim",
-                "sub",
-            ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -96,7 +110,7 @@ impl Oracle {
         }
     }
 
-    async fn review(&self, token: &str) -> Value {
+    pub(crate) async fn review(&self, token: &str) -> Value {
         let body = json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
@@ -120,7 +134,7 @@ impl Oracle {
 /// What a verdict comes to for the comparison: upstream sets
 /// `status.error` on every refusal, so only authenticated-or-not and the
 /// user count.
-fn verdict(answer: &Value) -> Value {
+pub(crate) fn verdict(answer: &Value) -> Value {
     let s = &answer["status"];
     if s["authenticated"] != true {
         return json!("refused");
