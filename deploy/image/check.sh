@@ -145,7 +145,10 @@ answer=$(review "$header.$payload.AAAA")
 if curl -sS --cacert "$cfgdir/ca.crt" -o /dev/null "https://127.0.0.1:$port/authenticate" 2>/dev/null; then
     fail "a caller without a client certificate got an answer"
 fi
-if podman logs "$serve_ctr" 2>&1 | grep -qF "$token"; then fail "the token appears in the log"; fi
+# The log is read whole first: `podman logs | grep -q` under pipefail fails
+# (SIGPIPE) whenever grep stops reading before podman stops writing.
+serve_log=$(podman logs "$serve_ctr" 2>&1)
+if grep -qF "$token" <<<"$serve_log"; then fail "the token appears in the log"; fi
 metrics=$(curl -fsS "http://127.0.0.1:$tport/metrics")
 grep -q '^authn_webhook_tokenreviews_total{issuer="efa",outcome="authenticated",reason="ok"} 1$' <<<"$metrics" || fail "the review is not counted in /metrics"
 grep -q '^process_resident_memory_bytes ' <<<"$metrics" || fail "no process_* metrics (the process collector reads /proc)"
@@ -154,7 +157,8 @@ log "ok: serve answered TokenReviews over mTLS (efa:alice authenticated, a forge
 podman kill --signal TERM "$serve_ctr" >/dev/null
 rc=$(podman wait "$serve_ctr")
 [[ $rc == 0 ]] || { podman logs "$serve_ctr" >&2; fail "serve exited $rc on SIGTERM, expected 0"; }
-podman logs "$serve_ctr" 2>&1 | grep -q 'signal received' || fail "no 'signal received' log line"
+serve_log=$(podman logs "$serve_ctr" 2>&1)
+grep -q 'signal received' <<<"$serve_log" || fail "no 'signal received' log line"
 podman rm "$serve_ctr" >/dev/null
 serve_ctr=""
 log "ok: SIGTERM -> exit 0"
