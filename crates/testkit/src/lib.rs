@@ -5,8 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod apiserver;
 pub mod authcfg;
-pub mod bench;
 pub mod bin;
 pub mod certs;
 pub mod config;

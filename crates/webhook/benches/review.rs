@@ -17,11 +17,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::{Clock, unix_now};
 use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{dex_claims, issuer::TestIssuer, tokens::refused_token};
 use kube_authn_webhook::cmd::demo::apiserver_request;
+use kube_authn_webhook::keys::VerifyKey;
 use kube_authn_webhook::pki::Ca;
 use kube_authn_webhook::prepare::Prepared;
 use kube_authn_webhook::review::Reviewer;
@@ -95,7 +96,8 @@ struct Fixture {
     /// The first token, split for the bare signature check.
     signing_input: String,
     signature: String,
-    key: DecodingKey,
+    /// The issuer's key as the service loads it from the JWKS.
+    key: VerifyKey,
 }
 
 fn fixture(rt: &tokio::runtime::Runtime, alg: Algorithm, cache: &str) -> Fixture {
@@ -161,8 +163,9 @@ fn fixture_with(
     let first: Value = serde_json::from_slice(&bodies[0]).expect("body");
     let token = first["spec"]["token"].as_str().expect("token").to_owned();
     let (signing_input, signature) = token.rsplit_once('.').expect("a JWS");
-    let jwk: jsonwebtoken::jwk::Jwk =
-        serde_json::from_value(issuer.current_key().jwk).expect("JWK");
+    let doc = json!({"keys": [issuer.current_key().jwk]}).to_string();
+    let (mut keys, skipped) = kube_authn_webhook::keys::from_jwks(doc.as_bytes()).expect("JWKS");
+    assert!(skipped.is_empty(), "{skipped:?}");
     Fixture {
         _dir: dir,
         _issuer: issuer,
@@ -170,7 +173,7 @@ fn fixture_with(
         bodies,
         signing_input: signing_input.to_owned(),
         signature: signature.to_owned(),
-        key: DecodingKey::from_jwk(&jwk).expect("decoding key"),
+        key: keys.remove(0),
     }
 }
 
@@ -225,33 +228,27 @@ fn bench_algorithm(c: &mut Criterion, rt: &tokio::runtime::Runtime, alg: Algorit
     let f = fixture(rt, alg, CACHE);
     let mut group = c.benchmark_group(&name);
 
-    // The floor: jsonwebtoken's check of one signature with the issuer's key.
+    // jsonwebtoken's check of one signature with the issuer's key: it parses
+    // the key again on every check.
     group.bench_function("signature", |b| {
         mark(&name, "signature");
         b.iter(|| {
-            jsonwebtoken::crypto::verify(
+            assert!(f.key.verify_with_jsonwebtoken(
+                black_box(&f.signing_input),
                 black_box(&f.signature),
-                black_box(f.signing_input.as_bytes()),
-                &f.key,
-                alg,
-            )
-            .expect("signature verifies")
+                alg
+            ))
         })
     });
 
-    // The same check with the key parsed once: what jsonwebtoken's per-check key parse costs.
-    let parsed = kube_authn_testkit::bench::parse_public_key(&f.key, alg).expect("parsed");
-    let sig_bytes = base64::Engine::decode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        &f.signature,
-    )
-    .expect("base64url");
+    // The service's check: the same key parsed by aws-lc-rs once, at load.
     group.bench_function("signature_parsed_key", |b| {
         mark(&name, "signature_parsed_key");
         b.iter(|| {
-            parsed
-                .verify_sig(black_box(f.signing_input.as_bytes()), black_box(&sig_bytes))
-                .expect("signature verifies")
+            assert!(
+                f.key
+                    .verify(black_box(&f.signing_input), black_box(&f.signature), alg)
+            )
         })
     });
 
@@ -419,6 +416,7 @@ fn bench_revocation_and_audit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         ));
     }
     let mut group = c.benchmark_group("revocation");
+    let mut setups = Vec::new();
     for (id, extra) in [
         ("hit_no_list", ""),
         ("hit_10k_list", "revocation: {file: revoked.yaml}\n"),
@@ -436,22 +434,39 @@ fn bench_revocation_and_audit(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             None,
         );
         let r = reviewer(rt, &f.config);
+        assert!(
+            authenticated(rt, &r, &f.bodies[0]),
+            "{id}: the token is not revoked"
+        );
+        setups.push((id, f, r));
+    }
+    let hits = |f: &Fixture, r: &Reviewer, n: u64| {
         let hot = &f.bodies[0];
-        assert!(authenticated(rt, &r, hot), "{id}: the token is not revoked");
-        group.bench_function(id, |b| {
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..n {
+                black_box(r.review_body(black_box(hot)).await.expect("answer"));
+            }
+        });
+        start.elapsed()
+    };
+    for (id, f, r) in &setups {
+        group.bench_function(*id, |b| {
             mark("revocation", id);
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                rt.block_on(async {
-                    for _ in 0..iters {
-                        black_box(r.review_body(black_box(hot)).await.expect("answer"));
-                    }
-                });
-                start.elapsed()
-            })
+            b.iter_custom(|iters| hits(f, r, iters))
         });
     }
     group.finish();
+    const BATCH: u64 = 20_000;
+    let mut variants: Vec<Variant<'_>> = setups
+        .iter()
+        .map(|(id, f, r)| {
+            let run: Batch<'_> =
+                Box::new(move || hits(f, r, BATCH).as_secs_f64() * 1e6 / BATCH as f64);
+            (*id, run)
+        })
+        .collect();
+    interleaved("revocation: cache hits", &mut variants);
 }
 
 /// Misses (RS256) mapped three ways: today's native claim mapping, the same
@@ -470,32 +485,40 @@ fn bench_mappings(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
       uid: {claim: sub}
 "#;
     let mut group = c.benchmark_group("mapping");
+    let mut setups = Vec::new();
     for (id, auth) in [
         ("miss_native_claims", None),
         ("miss_authcfg_claims", Some(CLAIMS)),
         ("miss_authcfg_cel", Some(CEL)),
     ] {
         let f = fixture_with(rt, Algorithm::RS256, CACHE, "", &[], auth);
-        let mut r = reviewer(rt, &f.config);
+        let r = reviewer(rt, &f.config);
         assert!(
             authenticated(rt, &r, &f.bodies[0]),
             "{id}: must authenticate"
         );
-        group.bench_function(id, |b| {
+        setups.push((id, f, r));
+    }
+    // Every review a miss: the cache starts empty for each pass over the pool.
+    let misses = |f: &Fixture, r: &mut Reviewer, n: usize| {
+        r.cache = TokenCache::new(&f.config.cache);
+        let start = Instant::now();
+        rt.block_on(async {
+            for body in &f.bodies[..n] {
+                black_box(r.review_body(black_box(body)).await.expect("answer"));
+            }
+        });
+        start.elapsed()
+    };
+    for (id, f, r) in &mut setups {
+        group.bench_function(*id, |b| {
             mark("mapping", id);
             b.iter_custom(|iters| {
                 let mut timed = Duration::ZERO;
                 let mut left = iters as usize;
                 while left > 0 {
                     let n = left.min(f.bodies.len());
-                    r.cache = TokenCache::new(&f.config.cache);
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for body in &f.bodies[..n] {
-                            black_box(r.review_body(black_box(body)).await.expect("answer"));
-                        }
-                    });
-                    timed += start.elapsed();
+                    timed += misses(f, r, n);
                     left -= n;
                 }
                 timed
@@ -503,6 +526,63 @@ fn bench_mappings(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         });
     }
     group.finish();
+    let mut variants: Vec<Variant<'_>> = setups
+        .iter_mut()
+        .map(|(id, f, r)| {
+            let run: Batch<'_> =
+                Box::new(move || misses(f, r, POOL).as_secs_f64() * 1e6 / POOL as f64);
+            (*id, run)
+        })
+        .collect();
+    interleaved("mapping: misses", &mut variants);
+}
+
+/// One batch of reviews; gives microseconds per review.
+type Batch<'a> = Box<dyn FnMut() -> f64 + 'a>;
+type Variant<'a> = (&'static str, Batch<'a>);
+
+/// Runs each variant (one batch, giving microseconds per review) in turn,
+/// `ROUNDS` times with the order rotating, and prints each one's median and
+/// its median ratio to the first, round by round. The machine is shared and
+/// its speed drifts by tens of percent within a minute: that hits every
+/// variant of a round alike, which criterion's runs one after the other
+/// (seconds apart) do not, so these ratios are the ones to quote.
+fn interleaved(title: &str, variants: &mut [Variant<'_>]) {
+    const ROUNDS: usize = 21;
+    let n = variants.len();
+    let mut per: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); n];
+    for round in 0..ROUNDS {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let us = (variants[i].1)();
+            per[i].push(us);
+        }
+    }
+    let median = |xs: &[f64]| {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("\n== {title}: {ROUNDS} interleaved rounds ==");
+    for i in 0..n {
+        let ratios: Vec<f64> = per[i]
+            .iter()
+            .zip(&per[0])
+            .map(|(a, b)| a / b - 1.0)
+            .collect();
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        println!(
+            "{}: {:.2} us per review (median); vs {}: median {:+.1} % (rounds {:+.1} % .. {:+.1} %)",
+            variants[i].0,
+            median(&per[i]),
+            variants[0].0,
+            median(&ratios) * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        );
+    }
 }
 
 fn mark(group: &str, id: &str) {
@@ -530,7 +610,9 @@ fn print_ratios(out_dir: &Path) {
         }
     }
     println!("\n== review cost / signature cost (criterion medians) ==");
-    println!("signature: jsonwebtoken::crypto::verify; parsed: the same check, key parsed once");
+    println!(
+        "signature: jsonwebtoken::crypto::verify; parsed: the service's check (VerifyKey::verify: the key parsed by aws-lc-rs once)"
+    );
     println!(
         "{:<7} {:>12} {:>10} {:>12} {:>7} {:>14} {:>7} {:>12}",
         "alg",

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::unix_now;
 use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::{DevKey, dex_claims, issuer::TestIssuer, tokens::refused_token};
@@ -341,31 +341,20 @@ fn sigrate(secs: Duration) {
         let Some((input, sig)) = token.rsplit_once('.') else {
             continue;
         };
-        let jwk: jsonwebtoken::jwk::Jwk = match serde_json::from_value(key.jwk.clone()) {
-            Ok(j) => j,
+        let doc = serde_json::json!({"keys": [key.jwk.clone()]}).to_string();
+        let loaded = match kube_authn_webhook::keys::from_jwks(doc.as_bytes()) {
+            Ok((mut keys, _)) if !keys.is_empty() => keys.remove(0),
+            Ok(_) => {
+                eprintln!("loadtest: the dev issuer's {alg:?} key did not load");
+                continue;
+            }
             Err(e) => {
                 eprintln!("loadtest: {e}");
                 continue;
             }
         };
-        let Ok(decoding) = DecodingKey::from_jwk(&jwk) else {
-            continue;
-        };
-        let parsed = kube_authn_testkit::bench::parse_public_key(&decoding, alg);
-        let sig_bytes =
-            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
-                .unwrap_or_default();
-        let jwt_check = || {
-            matches!(
-                jsonwebtoken::crypto::verify(sig, input.as_bytes(), &decoding, alg),
-                Ok(true)
-            )
-        };
-        let parsed_check = || {
-            parsed
-                .as_ref()
-                .is_some_and(|p| p.verify_sig(input.as_bytes(), &sig_bytes).is_ok())
-        };
+        let jwt_check = || loaded.verify_with_jsonwebtoken(input, sig, alg);
+        let parsed_check = || loaded.verify(input, sig, alg);
         let checks: [(&str, &(dyn Fn() -> bool + Sync)); 2] =
             [("jsonwebtoken", &jwt_check), ("parsed", &parsed_check)];
         for (verifier, check) in checks {
