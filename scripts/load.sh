@@ -12,8 +12,22 @@
 # WORKERS (server.workers; default: number of CPUs), SETUP_ARGS (extra
 # arguments to `loadtest setup`), RUN_DIR (where everything is written).
 #
-# Needs: cargo, curl, python3; oha is installed into target/tools if missing
-# (cargo install --locked oha: ~9 minutes on two cores).
+# Side by side with the kube-apiserver's own stack (../shared/bench/compare.py:
+# this webhook and ../shared/tools/k8s-oidc-webhook, same issuer, tokens and
+# oha settings, alternating rounds), or with the floor in the peer's place:
+#
+#   scripts/load.sh compare                        # hit, rs256, es256 over HTTP/1.1
+#   scripts/load.sh compare --http2 --h2-parallel 8 --scenarios hit
+#   scripts/load.sh compare --peer ../shared/bench/floor/as-peer.sh --scenarios hit
+#   FLOOR_ALPN=h2 scripts/load.sh compare --peer ../shared/bench/floor/as-peer.sh \
+#       --scenarios hit --http2 --h2-parallel 8
+#
+# Arguments after `compare` go to compare.py; COMPARE_ROUNDS (3) and
+# COMPARE_SECS (8) set its --rounds and --secs.
+#
+# Needs: cargo, curl, python3 (compare: with the cryptography module); oha is
+# installed into target/tools if missing (cargo install --locked oha: ~9
+# minutes on two cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +53,26 @@ if [[ -z "${OHA:-}" ]]; then
     cargo install --locked oha --root "$TARGET/tools"
     OHA=$TARGET/tools/bin/oha
   fi
+fi
+
+if [[ "${1:-}" == compare ]]; then
+  shift
+  COMPARE=$ROOT/../shared/bench/compare.py
+  [[ -f "$COMPARE" ]] || { echo "load.sh: $COMPARE is missing (../shared beside the checkout)" >&2; exit 1; }
+  echo "== building (release)"
+  cargo build --release --locked --bin kube-authn-webhook
+  mkdir -p "$RUN"
+  {
+    echo "date: $(date -u +%FT%TZ)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) CPUs"
+    echo "command: scripts/load.sh compare $*"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  } | tee "$RUN/machine.txt"
+  python3 "$COMPARE" "$ROOT" --oha "$OHA" --out "$RUN" --rounds "${COMPARE_ROUNDS:-3}" \
+    --secs "${COMPARE_SECS:-8}" "$@" | tee "$RUN/compare.txt"
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$RUN/machine.txt"
+  echo "== everything is in $RUN"
+  exit 0
 fi
 
 echo "== building (release)"

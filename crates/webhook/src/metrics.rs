@@ -20,6 +20,8 @@ pub struct Metrics {
     pub(crate) jwks_max_key_age: GaugeVec,
     pub(crate) efa_cert_expiry: GaugeVec,
     pub(crate) bad_requests: IntCounterVec,
+    pub(crate) connections: IntCounterVec,
+    pub(crate) reviews_in_progress: IntGauge,
     pub(crate) tls_reloads: IntCounterVec,
     pub(crate) config_reloads: IntCounterVec,
     pub(crate) config_last_reload_success: Gauge,
@@ -134,6 +136,19 @@ impl Metrics {
                     "Requests refused before any token was looked at, by HTTP status.",
                 ),
                 &["code"],
+            )
+            .expect("static metric definition"),
+            connections: IntCounterVec::new(
+                Opts::new(
+                    "authn_webhook_connections_total",
+                    "TokenReview connections accepted (TLS handshake done), by the protocol negotiated over ALPN (h2, http/1.1).",
+                ),
+                &["protocol"],
+            )
+            .expect("static metric definition"),
+            reviews_in_progress: IntGauge::new(
+                "authn_webhook_reviews_in_progress",
+                "Reviews being answered at the scrape, over every connection and HTTP/2 stream; server.max_concurrent_reviews more are refused with 429.",
             )
             .expect("static metric definition"),
             tls_reloads: IntCounterVec::new(
@@ -265,6 +280,8 @@ impl Metrics {
             Box::new(m.jwks_max_key_age.clone()),
             Box::new(m.efa_cert_expiry.clone()),
             Box::new(m.bad_requests.clone()),
+            Box::new(m.connections.clone()),
+            Box::new(m.reviews_in_progress.clone()),
             Box::new(m.tls_reloads.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.config_last_reload_success.clone()),
@@ -315,8 +332,11 @@ impl Metrics {
         for outcome in ["authenticated", "rejected", "error"] {
             m.duration.with_label_values(&[outcome]);
         }
-        for code in ["400", "403", "404", "408", "413"] {
+        for code in ["400", "403", "404", "408", "413", "429"] {
             m.bad_requests.with_label_values(&[code]);
+        }
+        for protocol in ["h2", "http/1.1"] {
+            m.connections.with_label_values(&[protocol]);
         }
         m
     }

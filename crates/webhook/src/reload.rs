@@ -115,6 +115,10 @@ impl RestartOnly {
             a.max_connections != b.max_connections,
             "server.max_connections",
         );
+        check(
+            a.max_concurrent_reviews != b.max_concurrent_reviews,
+            "server.max_concurrent_reviews",
+        );
         check(a.workers != b.workers, "server.workers");
         check(
             self.telemetry.listen != new.telemetry.listen,

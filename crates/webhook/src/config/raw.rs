@@ -55,6 +55,7 @@ pub(crate) struct Server {
     pub(crate) read_timeout: Option<String>,
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) max_concurrent_reviews: Option<usize>,
     pub(crate) workers: Option<usize>,
 }
 

@@ -4,7 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -41,6 +41,10 @@ pub(crate) struct AppState {
     pub(crate) draining: AtomicBool,
     /// Fixed at start (actix reads it when building the server).
     pub(crate) read_timeout: Duration,
+    /// Reviews in progress, over every connection and HTTP/2 stream, and
+    /// how many may be (`server.max_concurrent_reviews`, fixed at start).
+    in_flight: AtomicUsize,
+    max_concurrent_reviews: usize,
     pub(crate) refresh: RefreshLoops,
 }
 
@@ -108,6 +112,8 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
         live: ArcSwap::from_pointee(Live::new(reviewer, config)),
         draining: AtomicBool::new(false),
         read_timeout: config.server.read_timeout,
+        in_flight: AtomicUsize::new(0),
+        max_concurrent_reviews: config.server.max_concurrent_reviews,
         refresh,
     });
 
@@ -126,7 +132,10 @@ pub async fn start(config: &Prepared, clock: Clock) -> Result<Running, StartErro
     .workers(workers)
     // actix counts connections per worker.
     .max_connections(config.server.max_connections.div_ceil(workers).max(1))
-    .on_connect(remember_client_names)
+    .on_connect({
+        let metrics = state.metrics.clone();
+        move |conn, ext| on_connect(&metrics, conn, ext)
+    })
     // Slow senders (slowloris) are cut: headers within read_timeout here, the
     // body within read_timeout in `review`, the handshake within 5 s.
     .client_request_timeout(config.server.read_timeout)
@@ -300,20 +309,37 @@ impl Running {
 /// them is trusted, kept per connection so requests can be checked against
 /// `allowed_client_names`.
 #[derive(Clone, Debug)]
-struct ClientNames(Result<Vec<String>, tls::UntrustedNames>);
+struct ClientNames(Result<Vec<String>, tls::UntrustedNames>, Option<Arc<str>>);
 
-fn remember_client_names(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+impl ClientNames {
+    fn of(names: Result<Vec<String>, tls::UntrustedNames>) -> ClientNames {
+        // The caller the audit trail names, shared by the connection's
+        // reviews rather than copied into each.
+        let caller = names
+            .as_ref()
+            .ok()
+            .and_then(|n| n.first())
+            .map(|n| Arc::from(n.as_str()));
+        ClientNames(names, caller)
+    }
+}
+
+/// Counts the connection by the protocol ALPN chose, and keeps the names
+/// of its client certificate for `check_caller`.
+fn on_connect(metrics: &Metrics, conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
     type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
     let Some(stream) = conn.downcast_ref::<Tls>() else {
         return;
     };
-    if let Some(cert) = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-    {
-        ext.insert(ClientNames(tls::certificate_names(cert)));
+    let tls = stream.get_ref().1;
+    // actix serves h2 exactly when ALPN chose it, else HTTP/1.1.
+    let protocol = match tls.alpn_protocol() {
+        Some(b"h2") => "h2",
+        _ => "http/1.1",
+    };
+    metrics.connections.with_label_values(&[protocol]).inc();
+    if let Some(cert) = tls.peer_certificates().and_then(|chain| chain.first()) {
+        ext.insert(ClientNames::of(tls::certificate_names(cert)));
     }
 }
 
@@ -362,6 +388,13 @@ async fn review(
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Bounds the reviews in progress whatever the protocol: HTTP/1.1 has one
+    // per connection (max_connections), but an HTTP/2 connection may open any
+    // number of streams (actix-web sets no SETTINGS_MAX_CONCURRENT_STREAMS).
+    let Some(_slot) = Slot::take(&state.in_flight, state.max_concurrent_reviews) else {
+        let limit = state.max_concurrent_reviews;
+        return Err(refuse(&state, &req, ApiError::Busy { limit }));
+    };
     // The config this request is answered with, start to finish.
     let live = state.live.load_full();
     let result = async {
@@ -372,10 +405,7 @@ async fn review(
         )
         .await
         .map_err(|_| ApiError::RequestTimeout)??;
-        let caller = match req.conn_data::<ClientNames>().map(|n| &n.0) {
-            Some(Ok(names)) => names.first().map(String::as_str),
-            _ => None,
-        };
+        let caller = req.conn_data::<ClientNames>().and_then(|n| n.1.clone());
         live.reviewer.review_body_from(&body, caller).await
     }
     .await;
@@ -384,6 +414,25 @@ async fn review(
             .insert_header((CONTENT_TYPE, "application/json"))
             .body(answer)),
         Err(e) => Err(refuse(&state, &req, e)),
+    }
+}
+
+/// A review in progress, counted until dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(count: &'a AtomicUsize, limit: usize) -> Option<Slot<'a>> {
+        if count.fetch_add(1, Ordering::AcqRel) >= limit {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(count))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -436,6 +485,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Forbidden | ApiError::SeveralClientCommonNames(_) => StatusCode::FORBIDDEN,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -448,9 +498,14 @@ impl ResponseError for ApiError {
             ApiError::NotFound => "NotFound",
             ApiError::Forbidden | ApiError::SeveralClientCommonNames(_) => "Forbidden",
             ApiError::RequestTimeout => "Timeout",
+            ApiError::Busy { .. } => "TooManyRequests",
             ApiError::Internal(_) => "InternalError",
         };
-        HttpResponse::build(code).json(serde_json::json!({
+        let mut response = HttpResponse::build(code);
+        if matches!(self, ApiError::Busy { .. }) {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(serde_json::json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
@@ -465,6 +520,9 @@ impl ResponseError for ApiError {
 async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     let m = state.metrics();
     let live = state.live.load();
+    // Read from the counter the reviews keep, not kept in the gauge by each.
+    m.reviews_in_progress
+        .set(state.in_flight.load(Ordering::Relaxed) as i64);
     m.cache_entries
         .set(live.reviewer.cache.entry_count() as i64);
     for issuer in live.reviewer.verifier.issuers() {

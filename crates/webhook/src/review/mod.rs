@@ -40,6 +40,10 @@ pub enum ApiError {
     SeveralClientCommonNames(usize),
     #[error("the request body did not arrive within the read timeout")]
     RequestTimeout,
+    /// More reviews in progress than `server.max_concurrent_reviews`: the
+    /// kube-apiserver's webhook client retries a 429 with backoff.
+    #[error("more than {limit} reviews in progress (server.max_concurrent_reviews); retry shortly")]
+    Busy { limit: usize },
     /// Our fault, not the caller's.
     #[error("internal error: {0}")]
     Internal(String),
@@ -235,7 +239,7 @@ impl Reviewer {
     pub(crate) async fn review_body_from(
         &self,
         body: &[u8],
-        caller: Option<&str>,
+        caller: Option<Arc<str>>,
     ) -> Result<Vec<u8>, ApiError> {
         let started = Instant::now();
         let request: TokenReviewRequest = serde_json::from_slice(body).map_err(decode_error)?;
@@ -307,7 +311,7 @@ impl Reviewer {
         token: &str,
         audiences: &[String],
         started: Instant,
-        caller: Option<&str>,
+        caller: Option<Arc<str>>,
         trace: &mut Trace,
     ) -> Result<Vec<u8>, ApiError> {
         let hash = sha256(token.as_bytes());
@@ -424,7 +428,7 @@ impl Reviewer {
             };
             audit.record(audit::Event {
                 time: SystemTime::now(),
-                caller: caller.map(Arc::from),
+                caller,
                 issuer: issuer.clone(),
                 // Only a token that was not verified is read again, for
                 // what it claims to be.

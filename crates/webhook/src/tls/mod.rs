@@ -227,7 +227,9 @@ pub(crate) fn server_tls(files: &TlsFiles, metrics: Arc<Metrics>) -> Result<Serv
         None => (builder.with_no_client_auth(), None),
     };
     let mut config = builder.with_cert_resolver(resolver.clone());
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Left empty: actix-web offers what it serves, h2 then http/1.1, ahead
+    // of anything listed here.
+    config.alpn_protocols = Vec::new();
     if client.is_some() {
         without_resumption(&mut config);
     }

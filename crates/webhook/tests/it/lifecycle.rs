@@ -36,7 +36,7 @@ async fn connect(
 /// A TLS client config trusting `ca_pem`, presenting `client` when given,
 /// speaking only `versions`. Connections made with one config share its
 /// session cache, so a second one offers to resume the first one's session.
-fn client_config(
+pub(crate) fn client_config(
     ca_pem: &str,
     client: Option<&kube_authn_webhook::pki::Issued>,
     versions: &[&'static rustls::SupportedProtocolVersion],

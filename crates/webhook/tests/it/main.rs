@@ -13,6 +13,7 @@ mod efa;
 mod explain;
 mod faults;
 mod http;
+mod http2;
 mod keys;
 mod lifecycle;
 mod oauth;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use jsonwebtoken::Algorithm;
 use kube_authn_common::clock::{Clock, unix_now};
+use kube_authn_testkit::apiserver::WebhookClient;
 use kube_authn_testkit::config::DexIssuer;
 use kube_authn_testkit::harness::*;
 use kube_authn_testkit::issuer::TestIssuer;
@@ -600,8 +601,6 @@ async fn the_cluster_role_grants_exactly_the_requests_a_lookup_makes() {
 /// real token works once the rate allows a lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kube_apiservers_webhook_client_does_not_cache_a_rate_limited_answer() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
     let t0 = unix_now();
     let clock = Clock::manual(t0);
     let opts = Options {
@@ -617,59 +616,9 @@ async fn the_kube_apiservers_webhook_client_does_not_cache_a_rate_limited_answer
         api.add_token(t, &o);
     }
 
-    let tool = std::env::var_os("KUBE_WEBHOOK_CLIENT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/tools/kube-webhook-client")
-        });
-    assert!(
-        tool.exists(),
-        "the kube-apiserver's webhook client is not at {} (set KUBE_WEBHOOK_CLIENT)",
-        tool.display()
-    );
-    let kubeconfig = write(
-        h.dir(),
-        "apiserver-webhook.kubeconfig",
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: webhook\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: apiserver\n  user: {{}}\ncontexts:\n- name: webhook\n  context: {{cluster: webhook, user: apiserver}}\ncurrent-context: webhook\n",
-            h.url("/authenticate"),
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &h.ca.cert_pem)
-        ),
-    );
-    let mut child = tokio::process::Command::new(tool)
-        .arg("-kubeconfig")
-        .arg(&kubeconfig)
-        .args([
-            "-version",
-            "v1",
-            "-want-auds",
-            API_AUDIENCE,
-            "-cache-ttl",
-            "2m",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut ask = async |token: &str| -> serde_json::Value {
-        stdin
-            .write_all(format!("{token}\n").as_bytes())
-            .await
-            .unwrap();
-        stdin.flush().await.unwrap();
-        let line = tokio::time::timeout(Duration::from_secs(30), out.next_line())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        serde_json::from_str(&line).unwrap()
-    };
+    let mut client = WebhookClient::start(&h, API_AUDIENCE, "2m");
 
-    let a = ask(&first).await;
+    let a = client.ask(&first).await;
     assert_eq!(a["authenticated"], true, "{a}");
     assert_eq!(a["username"], "jane");
     assert_eq!(a["uid"], jane.uid.as_str());
@@ -682,7 +631,7 @@ async fn the_kube_apiservers_webhook_client_does_not_cache_a_rate_limited_answer
         json!({"scopes.authorization.openshift.io": ["user:info"]})
     );
     // The bucket is empty: "could not check", which the client logs...
-    let b = ask(&second).await;
+    let b = client.ask(&second).await;
     assert_eq!(b["authenticated"], false, "{b}");
     assert!(
         b["error"]
@@ -693,7 +642,7 @@ async fn the_kube_apiservers_webhook_client_does_not_cache_a_rate_limited_answer
     );
     // ...and does not cache: a second later the same token is asked again.
     clock.set(t0 + 1);
-    let c = ask(&second).await;
+    let c = client.ask(&second).await;
     assert_eq!(c["authenticated"], true, "{c}");
     assert_eq!(token_requests(&api), 2);
 }
