@@ -49,9 +49,7 @@ fn main() {
     // One info line per review, formatted as in production (JSON), written
     // nowhere: the formatting is part of a review's cost, a terminal is not.
     let _ = tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
+        .event_format(kube_authn_webhook::logging::JsonLine)
         .with_env_filter("info")
         .with_writer(std::io::sink)
         .try_init();

@@ -40,7 +40,7 @@ fn main() {
     kube_authn_webhook::install_crypto_providers();
     // One info line per review, as in production (JSON), written nowhere.
     let _ = tracing_subscriber::fmt()
-        .json()
+        .event_format(kube_authn_webhook::logging::JsonLine)
         .with_env_filter("info")
         .with_writer(std::io::sink)
         .try_init();

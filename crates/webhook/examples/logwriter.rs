@@ -25,10 +25,9 @@ fn main() {
             let (nb, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
                 .lossy(false)
                 .finish(std::io::stdout());
+            // The same line format as `logging::init`: only the writer differs.
             tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
+                .event_format(logging::JsonLine)
                 .with_env_filter("info")
                 .with_writer(nb)
                 .init();
