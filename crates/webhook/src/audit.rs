@@ -328,8 +328,8 @@ impl Writer {
         let facts = id.map(|i| &i.facts);
         let claimed = e.claimed.as_ref();
         let hashed = self.key.is_some();
-        let username = facts.map(|f| &*f.username);
-        let groups = facts.map(|f| &f.groups[..]);
+        let username = facts.map(|f| f.username());
+        let groups = facts.map(|f| Groups(f));
         let line = Line {
             log_type: "audit",
             time: Shown(humantime::format_rfc3339_millis(e.time)),
@@ -351,15 +351,15 @@ impl Writer {
                 .map(|a| Shown(Alg(a)))
                 .or_else(|| claimed.and_then(|c| c.alg).map(|a| Shown(Alg(a)))),
             sub: facts
-                .and_then(|f| f.sub.as_deref())
+                .and_then(|f| f.sub())
                 .or_else(|| claimed.and_then(|c| c.sub.as_deref())),
             jti: facts
-                .and_then(|f| f.jti.as_deref())
+                .and_then(|f| f.jti())
                 .or_else(|| claimed.and_then(|c| c.jti.as_deref())),
             username: username.filter(|_| !hashed),
             groups: groups.filter(|_| !hashed),
             username_hmac: username.and_then(|u| self.hmac(u)),
-            groups_hmac: groups.map(|gs| gs.iter().filter_map(|g| self.hmac(g)).collect()),
+            groups_hmac: groups.map(|gs| gs.0.groups().filter_map(|g| self.hmac(g)).collect()),
             cache: e.cache,
             api_version: e.api_version,
             token: Shown(Hex(&e.token[..4])),
@@ -371,6 +371,16 @@ impl Writer {
         if serde_json::to_writer(&mut *out, &line).is_err() {
             out.truncate(start);
         }
+    }
+}
+
+/// A verified identity's groups, as a JSON array.
+#[derive(Clone, Copy)]
+struct Groups<'a>(&'a crate::verify::TokenFacts);
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.groups())
     }
 }
 
@@ -432,7 +442,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    groups: Option<&'a [Box<str>]>,
+    groups: Option<Groups<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     username_hmac: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -474,14 +474,7 @@ impl Lookup {
         // What the revocation list and the audit trail read: the user's
         // name and groups; the token's creation stands for `iat`, so a
         // not-before entry for this issuer logs everyone out.
-        let facts = TokenFacts {
-            alg: None,
-            sub: None,
-            jti: None,
-            iat: Some(created),
-            username: username.into(),
-            groups: groups.iter().map(|g| g.as_str().into()).collect(),
-        };
+        let facts = TokenFacts::new(None, Some(created), username, &groups, None, None);
         let user = encode_user(&UserInfo {
             username: username.to_owned(),
             uid: Some(uid),

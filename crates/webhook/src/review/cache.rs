@@ -46,7 +46,9 @@ impl Lookup {
     }
 }
 
-#[derive(Debug)]
+/// Held by value: moka keeps each value in an allocation of its own
+/// already, and an `Arc` here was one more per cached identity.
+#[derive(Debug, Clone)]
 struct Entry {
     verdict: Verdict,
     ttl: Duration,
@@ -69,11 +71,11 @@ impl Entry {
 
 struct PerEntryTtl;
 
-impl Expiry<TokenHash, Arc<Entry>> for PerEntryTtl {
+impl Expiry<TokenHash, Entry> for PerEntryTtl {
     fn expire_after_create(
         &self,
         _key: &TokenHash,
-        value: &Arc<Entry>,
+        value: &Entry,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(value.ttl)
@@ -84,7 +86,7 @@ impl Expiry<TokenHash, Arc<Entry>> for PerEntryTtl {
 /// settings keeps the cache).
 #[derive(Clone)]
 pub struct TokenCache {
-    inner: Option<Cache<TokenHash, Arc<Entry>>>,
+    inner: Option<Cache<TokenHash, Entry>>,
     max_ttl: Duration,
     negative_ttl: Duration,
 }
@@ -115,7 +117,7 @@ impl TokenCache {
         let cache = self.inner.as_ref()?;
         let entry = cache.get(key).await?;
         if entry.valid_at(now) && live(entry.generation) {
-            return Some(entry.verdict.clone());
+            return Some(entry.verdict);
         }
         // The cache TTL already ends at exp (this guards a clock that
         // moved); the key's end is only known now; the issuer that decided
@@ -157,19 +159,17 @@ impl TokenCache {
             .or_try_insert_with(async {
                 verify.await.map(|verdict| {
                     let ttl = self.ttl(&verdict, now);
-                    Arc::new(Entry {
+                    Entry {
                         verdict,
                         ttl,
                         generation,
-                    })
+                    }
                 })
             })
             .await;
         match entry {
-            Ok(e) if e.is_fresh() => Some((Lookup::Miss, Ok(e.into_value().verdict.clone()))),
-            Ok(e) if live(e.value().generation) => {
-                Some((Lookup::Hit, Ok(e.into_value().verdict.clone())))
-            }
+            Ok(e) if e.is_fresh() => Some((Lookup::Miss, Ok(e.into_value().verdict))),
+            Ok(e) if live(e.value().generation) => Some((Lookup::Hit, Ok(e.into_value().verdict))),
             Ok(_) => {
                 cache.invalidate(&key).await;
                 None
