@@ -329,7 +329,7 @@ impl Writer {
         let claimed = e.claimed.as_ref();
         let hashed = self.key.is_some();
         let username = facts.map(|f| f.username());
-        let groups = facts.map(|f| Groups(f));
+        let groups = facts.map(Groups);
         let line = Line {
             log_type: "audit",
             time: Shown(humantime::format_rfc3339_millis(e.time)),
