@@ -814,24 +814,18 @@ mod tests {
     #[test]
     fn parsed_keys_answer_as_jsonwebtoken_does() {
         crate::install_crypto_providers();
-        let all = [
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-            Algorithm::ES256,
-            Algorithm::ES384,
-            Algorithm::EdDSA,
-            Algorithm::HS256,
-        ];
         let kinds = [
             KeyKind::Rsa,
             KeyKind::EcP256,
             KeyKind::EcP384,
             KeyKind::Ed25519,
         ];
+        // Every algorithm, HMAC's too: a public key must refuse those.
+        let all: Vec<Algorithm> = kinds
+            .iter()
+            .chain([&KeyKind::Hmac])
+            .flat_map(|k| k.algorithms().iter().copied())
+            .collect();
         let keys: Vec<TestKey> = kinds.into_iter().map(test_key).collect();
         let other: Vec<TestKey> = kinds.into_iter().map(test_key).collect();
         let input = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0";
