@@ -491,7 +491,7 @@ impl Lookup {
             identity: Identity {
                 issuer: self.issuer,
                 user,
-                token_audiences: Vec::new(),
+                token_audiences: crate::verify::no_audiences(),
                 expires_at,
                 // Not audience-aware, like OpenShift's own: valid for the
                 // apiserver's audiences only (status.audiences empty).

@@ -571,7 +571,7 @@ entries:
             issuer: Arc::from("dex"),
             user: serde_json::value::to_raw_value(&serde_json::json!({"username": "jane"}))
                 .unwrap(),
-            token_audiences: vec![],
+            token_audiences: crate::verify::no_audiences(),
             expires_at: u64::MAX,
             trust_implicit_audience: true,
             key: Some(Arc::new(crate::keys::VerifyKey::new(

@@ -10,8 +10,8 @@ pub(crate) mod jwt;
 pub mod trace;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
@@ -173,7 +173,8 @@ pub(crate) struct Identity {
     /// identity is one small allocation instead of a dozen (100,000 of them
     /// must fit in well under 120 MiB), and a cache hit copies it as is.
     pub(crate) user: Box<RawValue>,
-    pub(crate) token_audiences: Vec<String>,
+    /// Shared with the issuer's other identities (`SharedAudiences`).
+    pub(crate) token_audiences: Arc<[String]>,
     /// The token's `exp`: nothing outlives it.
     pub(crate) expires_at: u64,
     pub(crate) trust_implicit_audience: bool,
@@ -187,22 +188,40 @@ pub(crate) struct Identity {
 }
 
 /// A verified token's claims the revocation list can name, and its `alg`.
-/// The names sit back to back in one allocation (with their lengths in a
-/// second): a cached identity holds these beside the encoded user, and a
-/// `Box<str>` each took a 100,000-identity cache from 101 to 138 MiB.
+/// The names sit back to back in one allocation, behind their lengths: a
+/// cached identity holds these beside the encoded user, and a `Box<str>`
+/// each took a 100,000-identity cache from 101 to 138 MiB.
 #[derive(Debug)]
 pub(crate) struct TokenFacts {
     /// `None` for an identity looked up rather than verified.
     pub(crate) alg: Option<Algorithm>,
     pub(crate) iat: Option<i64>,
-    /// The username (after mapping, prefix included: what the answer
-    /// carries), `sub`, `jti`, then each group (mapped).
+    /// The number of parts, then each part's length, one `char` each
+    /// (`length_char`), then the parts: the username (after mapping, prefix
+    /// included: what the answer carries), `sub`, `jti`, then each group
+    /// (mapped). A length is a `char` so the whole stays one `str`, and a
+    /// short name's length takes one byte.
     text: Box<str>,
-    /// The length of each part of `text`, `ABSENT` for no `sub` or `jti`.
-    lens: Box<[u32]>,
 }
 
-const ABSENT: u32 = u32::MAX;
+/// The length of an absent `sub` or `jti`.
+const ABSENT: char = char::MAX;
+
+/// `n` as a `char`: itself below the surrogates, shifted past them above.
+/// A claim is at most a 256 KiB token long, far below `char::MAX`.
+fn length_char(n: usize) -> char {
+    u32::try_from(n)
+        .ok()
+        .map(|n| if n >= 0xD800 { n + 0x800 } else { n })
+        .and_then(char::from_u32)
+        .filter(|&c| c != ABSENT)
+        .unwrap_or(ABSENT)
+}
+
+fn char_length(c: char) -> usize {
+    let n = u32::from(c);
+    (if n >= 0xE000 { n - 0x800 } else { n }) as usize
+}
 
 impl TokenFacts {
     /// `jti` only when it is a string (RFC 7519 4.1.7); another type is not
@@ -215,33 +234,38 @@ impl TokenFacts {
         sub: Option<&str>,
         jti: Option<&str>,
     ) -> TokenFacts {
-        let parts = [Some(username), sub, jti]
-            .into_iter()
-            .chain(groups.iter().map(|g| Some(g.as_ref())));
+        let parts = || {
+            [Some(username), sub, jti]
+                .into_iter()
+                .chain(groups.iter().map(|g| Some(g.as_ref())))
+        };
         let mut text = String::new();
-        let mut lens = Vec::with_capacity(3 + groups.len());
-        for part in parts {
-            // A claim is at most a 256 KiB token long: it always fits.
-            lens.push(part.map_or(ABSENT, |p| u32::try_from(p.len()).unwrap_or(ABSENT)));
-            text.push_str(part.unwrap_or(""));
+        text.push(length_char(3 + groups.len()));
+        for part in parts() {
+            text.push(part.map_or(ABSENT, |p| length_char(p.len())));
+        }
+        for part in parts().flatten() {
+            text.push_str(part);
         }
         TokenFacts {
             alg,
             iat,
             text: text.into_boxed_str(),
-            lens: lens.into_boxed_slice(),
         }
     }
 
     /// Each part, in order, `None` for an absent `sub` or `jti`.
     fn parts(&self) -> impl Iterator<Item = Option<&str>> + Clone + '_ {
-        let mut at = 0usize;
-        self.lens.iter().map(move |&len| {
-            if len == ABSENT {
+        let mut header = self.text.chars();
+        let count = header.next().map_or(0, char_length);
+        let lengths = header.take(count);
+        let mut at: usize = self.text.chars().take(1 + count).map(char::len_utf8).sum();
+        lengths.map(move |c| {
+            if c == ABSENT {
                 return None;
             }
             let start = at;
-            at += len as usize;
+            at += char_length(c);
             self.text.get(start..at)
         })
     }
@@ -285,10 +309,41 @@ impl Identity {
     }
 }
 
+/// Hands a verified token's `aud` out as the `Arc` of the last list it saw
+/// when the two are equal. The tokens of an issuer nearly always name the
+/// same audiences (Dex: the client id), and a list of their own per cached
+/// identity was two allocations of each of 100,000.
+#[derive(Debug)]
+struct SharedAudiences(Mutex<Arc<[String]>>);
+
+impl SharedAudiences {
+    fn new(first: &[String]) -> SharedAudiences {
+        SharedAudiences(Mutex::new(first.into()))
+    }
+
+    fn share(&self, audiences: Vec<String>) -> Arc<[String]> {
+        // Only a list is ever stored: a poisoned lock holds a whole one.
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if **last == *audiences {
+            return last.clone();
+        }
+        let fresh: Arc<[String]> = audiences.into();
+        *last = fresh.clone();
+        fresh
+    }
+}
+
+/// The audiences of an identity that has none (looked up, not a JWT).
+pub(crate) fn no_audiences() -> Arc<[String]> {
+    static NONE: LazyLock<Arc<[String]>> = LazyLock::new(|| Arc::from([]));
+    NONE.clone()
+}
+
 pub struct IssuerVerifier {
     pub(crate) name: Arc<str>,
     pub(crate) kind: IssuerKind,
     audiences: Vec<String>,
+    shared_audiences: SharedAudiences,
     allow_any_audience: bool,
     trust_implicit_audience: bool,
     algorithms: Vec<Algorithm>,
@@ -563,7 +618,7 @@ impl IssuerVerifier {
             identity: Identity {
                 issuer: self.name.clone(),
                 user: encode_user(&mapped.user)?,
-                token_audiences,
+                token_audiences: self.shared_audiences.share(token_audiences),
                 expires_at: u64::try_from(exp).unwrap_or(0),
                 trust_implicit_audience: self.trust_implicit_audience,
                 key: Some(key),
@@ -720,6 +775,7 @@ impl Verifier {
                 name,
                 kind: c.kind,
                 audiences: c.audiences.clone(),
+                shared_audiences: SharedAudiences::new(&c.audiences),
                 allow_any_audience: c.allow_any_audience,
                 trust_implicit_audience: c.trust_implicit_audience,
                 algorithms: p.algorithms.clone(),
@@ -858,6 +914,46 @@ mod tests {
             ("", Some("s"), None)
         );
         assert_eq!(none.groups().count(), 0);
+    }
+
+    /// Identities whose tokens name the same audiences hold one list; one
+    /// naming others gets its own, and the list a later token is compared
+    /// with.
+    #[test]
+    fn equal_audience_lists_are_held_once() {
+        let shared = SharedAudiences::new(&v(&["kubernetes"]));
+        let a = shared.share(v(&["kubernetes"]));
+        let b = shared.share(v(&["kubernetes"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = shared.share(v(&["kubernetes", "api"]));
+        assert_eq!(*other, *v(&["kubernetes", "api"]));
+        assert!(Arc::ptr_eq(
+            &other,
+            &shared.share(v(&["kubernetes", "api"]))
+        ));
+        let back = shared.share(v(&["kubernetes"]));
+        assert_eq!(*back, *v(&["kubernetes"]));
+        assert!(!Arc::ptr_eq(&back, &a), "only the last list is held");
+    }
+
+    /// Lengths are `char`s: ones at and around the surrogates, and more
+    /// parts than one byte can count, read back exactly.
+    #[test]
+    fn token_facts_keep_long_names_and_many_groups() {
+        for n in 0..=300_000 {
+            assert_eq!(char_length(length_char(n)), n, "length {n}");
+        }
+        let long = |n: usize| "x".repeat(n);
+        let groups: Vec<String> = [0xD7FF, 0xD800, 0xDFFF, 0xE000, 70_000]
+            .into_iter()
+            .map(long)
+            .chain((0..200).map(|i| format!("g{i}")))
+            .collect();
+        let f = TokenFacts::new(None, None, &long(0xD800), &groups, Some("s"), None);
+        assert_eq!(f.username(), long(0xD800));
+        assert_eq!(f.sub(), Some("s"));
+        assert_eq!(f.jti(), None);
+        assert_eq!(f.groups().collect::<Vec<_>>(), groups);
     }
 
     fn v(items: &[&str]) -> Vec<String> {
