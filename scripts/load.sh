@@ -38,6 +38,8 @@ FILL_REQUESTS=${FILL_REQUESTS:-400000}
 SCENARIOS=${SCENARIOS:-hits hits-many rs256 es256 refused refused-cached mixed fill}
 ROUNDS=${ROUNDS:-1}
 RUN=${RUN_DIR:-$TARGET/load/$(date +%Y%m%d-%H%M%S)}
+# Absolute: compare.py writes configs that name files under it.
+RUN=$(realpath -m "$RUN")
 
 for tool in curl python3; do
   command -v "$tool" >/dev/null || { echo "load.sh: $tool is needed" >&2; exit 1; }
