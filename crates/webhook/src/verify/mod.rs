@@ -196,31 +196,57 @@ pub(crate) struct TokenFacts {
     /// `None` for an identity looked up rather than verified.
     pub(crate) alg: Option<Algorithm>,
     pub(crate) iat: Option<i64>,
-    /// The number of parts, then each part's length, one `char` each
-    /// (`length_char`), then the parts: the username (after mapping, prefix
-    /// included: what the answer carries), `sub`, `jti`, then each group
-    /// (mapped). A length is a `char` so the whole stays one `str`, and a
-    /// short name's length takes one byte.
+    /// The number of parts, then each part's length (`write_length`), then
+    /// the parts: the username (after mapping, prefix included: what the
+    /// answer carries), `sub`, `jti`, then each group (mapped). Lengths are
+    /// `char`s so the whole stays one `str`; a name shorter than 128 bytes
+    /// costs one byte more.
     text: Box<str>,
 }
 
-/// The length of an absent `sub` or `jti`.
-const ABSENT: char = char::MAX;
+/// Below it, a length is one `char` of its own value.
+const SHORT: u32 = 0xD7FE;
+/// An absent `sub` or `jti`.
+const ABSENT: char = '\u{D7FE}';
+/// A length of `SHORT` or more follows as six 11-bit digits, most
+/// significant first: any `usize` on a 64-bit machine. A mapped name is not
+/// bounded by the token (CEL can join claims), and a length that could not
+/// be written would misplace every name after it.
+const LONG: char = '\u{D7FF}';
 
-/// `n` as a `char`: itself below the surrogates, shifted past them above.
-/// A claim is at most a 256 KiB token long, far below `char::MAX`.
-fn length_char(n: usize) -> char {
-    u32::try_from(n)
+fn write_length(text: &mut String, n: usize) {
+    match u32::try_from(n)
         .ok()
-        .map(|n| if n >= 0xD800 { n + 0x800 } else { n })
+        .filter(|&n| n < SHORT)
         .and_then(char::from_u32)
-        .filter(|&c| c != ABSENT)
-        .unwrap_or(ABSENT)
+    {
+        Some(c) => text.push(c),
+        None => {
+            text.push(LONG);
+            let n = n as u64;
+            for shift in (0..6).rev() {
+                // Each digit is under 0x800: a char below the surrogates.
+                let digit = ((n >> (11 * shift)) & 0x7FF) as u32;
+                text.push(char::from_u32(digit).unwrap_or('\0'));
+            }
+        }
+    }
 }
 
-fn char_length(c: char) -> usize {
-    let n = u32::from(c);
-    (if n >= 0xE000 { n - 0x800 } else { n }) as usize
+/// The next length: `None` at the end of the header, `Some(None)` for
+/// `ABSENT`.
+fn read_length(header: &mut std::str::Chars<'_>) -> Option<Option<usize>> {
+    match header.next()? {
+        ABSENT => Some(None),
+        LONG => {
+            let mut n: u64 = 0;
+            for _ in 0..6 {
+                n = (n << 11) | u64::from(header.next()?);
+            }
+            Some(usize::try_from(n).ok())
+        }
+        c => Some(Some(c as usize)),
+    }
 }
 
 impl TokenFacts {
@@ -240,9 +266,12 @@ impl TokenFacts {
                 .chain(groups.iter().map(|g| Some(g.as_ref())))
         };
         let mut text = String::new();
-        text.push(length_char(3 + groups.len()));
+        write_length(&mut text, 3 + groups.len());
         for part in parts() {
-            text.push(part.map_or(ABSENT, |p| length_char(p.len())));
+            match part {
+                Some(p) => write_length(&mut text, p.len()),
+                None => text.push(ABSENT),
+            }
         }
         for part in parts().flatten() {
             text.push_str(part);
@@ -257,15 +286,16 @@ impl TokenFacts {
     /// Each part, in order, `None` for an absent `sub` or `jti`.
     fn parts(&self) -> impl Iterator<Item = Option<&str>> + Clone + '_ {
         let mut header = self.text.chars();
-        let count = header.next().map_or(0, char_length);
-        let lengths = header.take(count);
-        let mut at: usize = self.text.chars().take(1 + count).map(char::len_utf8).sum();
-        lengths.map(move |c| {
-            if c == ABSENT {
-                return None;
-            }
+        let count = read_length(&mut header).flatten().unwrap_or(0);
+        let mut body = header.clone();
+        for _ in 0..count {
+            read_length(&mut body);
+        }
+        let mut at = self.text.len() - body.as_str().len();
+        (0..count).map(move |_| {
+            let len = read_length(&mut header).flatten()?;
             let start = at;
-            at += char_length(c);
+            at += len;
             self.text.get(start..at)
         })
     }
@@ -936,23 +966,27 @@ mod tests {
         assert!(!Arc::ptr_eq(&back, &a), "only the last list is held");
     }
 
-    /// Lengths are `char`s: ones at and around the surrogates, and more
-    /// parts than one byte can count, read back exactly.
+    /// Every length reads back, the short ones around the markers and
+    /// the long ones past what one `char` holds, and so does a name longer
+    /// than any token (CEL can join claims) and more parts than one byte
+    /// can count.
     #[test]
     fn token_facts_keep_long_names_and_many_groups() {
-        for n in 0..=300_000 {
-            assert_eq!(char_length(length_char(n)), n, "length {n}");
+        for n in (0..70_000).chain([1_114_111, 1_200_000, u32::MAX as usize, usize::MAX]) {
+            let mut text = String::new();
+            write_length(&mut text, n);
+            assert_eq!(read_length(&mut text.chars()), Some(Some(n)), "length {n}");
         }
         let long = |n: usize| "x".repeat(n);
-        let groups: Vec<String> = [0xD7FF, 0xD800, 0xDFFF, 0xE000, 70_000]
+        let groups: Vec<String> = [0xD7FD, 0xD7FE, 0xD7FF, 0xD800, 0xE000, 1_200_000]
             .into_iter()
             .map(long)
             .chain((0..200).map(|i| format!("g{i}")))
             .collect();
-        let f = TokenFacts::new(None, None, &long(0xD800), &groups, Some("s"), None);
-        assert_eq!(f.username(), long(0xD800));
-        assert_eq!(f.sub(), Some("s"));
-        assert_eq!(f.jti(), None);
+        let f = TokenFacts::new(None, None, &long(1_300_000), &groups, None, Some("j"));
+        assert_eq!(f.username(), long(1_300_000));
+        assert_eq!(f.sub(), None);
+        assert_eq!(f.jti(), Some("j"));
         assert_eq!(f.groups().collect::<Vec<_>>(), groups);
     }
 
